@@ -1,0 +1,37 @@
+use std::sync::Arc;
+
+use levelup_common::{Config, db, redis_conn};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+/// Shared by every request handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub redis: RedisHandle,
+}
+
+/// Redis is connected lazily so the API starts (and `/readyz` reports) while Redis is down.
+#[derive(Clone)]
+pub struct RedisHandle {
+    config: Arc<Config>,
+    connection: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+}
+
+impl RedisHandle {
+    pub async fn get(&self) -> anyhow::Result<ConnectionManager> {
+        self.connection.get_or_try_init(|| redis_conn::connect(&self.config)).await.cloned()
+    }
+}
+
+impl AppState {
+    pub async fn new(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        Ok(Self {
+            db: db::connect_lazy(&config)?,
+            redis: RedisHandle { config: config.clone(), connection: Arc::default() },
+            config,
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! Configuration from the environment, parsed once at start-up into a typed struct.
+//!
+//! Every variable has a documented default (README, "Configuration"). A malformed value stops
+//! start-up with one line naming the variable. Secrets are wrapped in [`SecretString`] so they
+//! never reach a log line or a `Debug` print.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Start-up configuration error: always names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransportKind {
+    /// Write each message as an `.eml` file in this folder (and record it): the default.
+    Outbox { dir: PathBuf },
+    /// Send through AWS SES v2.
+    Ses,
+}
+
+#[derive(Debug, Clone)]
+pub struct SesConfig {
+    pub region: String,
+    /// Overrides the SES endpoint (a local fake in tests); `None` uses AWS's.
+    pub endpoint_url: Option<String>,
+    pub configuration_set: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key LevelUp writes; lets several deployments (or tests) share a Redis.
+    pub redis_namespace: String,
+    pub api_bind: SocketAddr,
+    /// Base URL of the API as subscribers reach it; used to build links in emails.
+    pub public_base_url: url::Url,
+    pub admin_api_key: Option<SecretString>,
+    /// HMAC keys for subscriber link tokens, `(key id, key)`; the first one signs.
+    pub token_keys: Vec<(String, SecretString)>,
+    pub token_ttl: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub mail_from: String,
+    pub mail_transport: MailTransportKind,
+    pub ses: SesConfig,
+    pub schedule_cron: String,
+    pub schedule_timezone: chrono_tz::Tz,
+    pub worker_name: String,
+    pub email_concurrency: usize,
+    pub sync_concurrency: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { lookup: &lookup };
+        let outbox_dir = PathBuf::from(env.string("LEVELUP_OUTBOX_DIR", "var/outbox"));
+        let mail_transport = match env.string("LEVELUP_MAIL_TRANSPORT", "outbox").as_str() {
+            "outbox" => MailTransportKind::Outbox { dir: outbox_dir },
+            "ses" => MailTransportKind::Ses,
+            other => {
+                return Err(env.error("LEVELUP_MAIL_TRANSPORT", format!("expected `outbox` or `ses`, got `{other}`")));
+            }
+        };
+        let log_format = match env.string("LEVELUP_LOG_FORMAT", "human").as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => return Err(env.error("LEVELUP_LOG_FORMAT", format!("expected `human` or `json`, got `{other}`"))),
+        };
+        let schedule_cron = env.string("LEVELUP_SCHEDULE_CRON", "0 0 9 * * Mon");
+        if let Err(err) = schedule_cron.parse::<cron::Schedule>() {
+            return Err(env.error(
+                "LEVELUP_SCHEDULE_CRON",
+                format!("not a cron expression (sec min hour day month weekday): {err}"),
+            ));
+        }
+        let schedule_timezone = env
+            .string("LEVELUP_SCHEDULE_TIMEZONE", "UTC")
+            .parse::<chrono_tz::Tz>()
+            .map_err(|err| env.error("LEVELUP_SCHEDULE_TIMEZONE", format!("not an IANA time zone: {err}")))?;
+        let public_base_url = url::Url::parse(&env.string("LEVELUP_PUBLIC_BASE_URL", "http://localhost:8080"))
+            .map_err(|err| env.error("LEVELUP_PUBLIC_BASE_URL", format!("not an absolute URL: {err}")))?;
+        let redis_namespace = env.string("LEVELUP_REDIS_NAMESPACE", "levelup");
+        if redis_namespace.is_empty() || redis_namespace.contains(char::is_whitespace) {
+            return Err(env.error("LEVELUP_REDIS_NAMESPACE", "must be non-empty without spaces".into()));
+        }
+        Ok(Self {
+            database_url: env.secret("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/levelup"),
+            database_max_connections: env.parse("LEVELUP_DATABASE_MAX_CONNECTIONS", 10, positive)?,
+            redis_url: env.secret("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_namespace,
+            api_bind: env.parse("LEVELUP_API_BIND", "127.0.0.1:8080".parse().expect("valid default"), any)?,
+            public_base_url,
+            admin_api_key: env.optional_secret("LEVELUP_ADMIN_API_KEY", 16)?,
+            token_keys: env.token_keys("LEVELUP_TOKEN_KEYS")?,
+            token_ttl: Duration::from_secs(env.parse("LEVELUP_TOKEN_TTL_SECS", 30 * 24 * 3600, positive)?),
+            log_format,
+            log_filter: env.string("LEVELUP_LOG", "info"),
+            mail_from: env.string("LEVELUP_MAIL_FROM", "LevelUp <challenges@levelup.localhost>"),
+            mail_transport,
+            ses: SesConfig {
+                region: env.string("LEVELUP_SES_REGION", "us-east-1"),
+                endpoint_url: env.optional_string("LEVELUP_SES_ENDPOINT_URL"),
+                configuration_set: env.optional_string("LEVELUP_SES_CONFIGURATION_SET"),
+                timeout: Duration::from_millis(env.parse("LEVELUP_SES_TIMEOUT_MS", 10_000, positive)?),
+            },
+            schedule_cron,
+            schedule_timezone,
+            worker_name: env.optional_string("LEVELUP_WORKER_NAME").unwrap_or_else(default_worker_name),
+            email_concurrency: env.parse("LEVELUP_EMAIL_CONCURRENCY", 16, positive)?,
+            sync_concurrency: env.parse("LEVELUP_SYNC_CONCURRENCY", 2, positive)?,
+            shutdown_grace: Duration::from_secs(env.parse("LEVELUP_SHUTDOWN_GRACE_SECS", 30, any)?),
+        })
+    }
+
+    pub fn admin_api_key_matches(&self, presented: &str) -> bool {
+        use subtle_eq::constant_time_eq;
+        self.admin_api_key
+            .as_ref()
+            .is_some_and(|key| constant_time_eq(key.expose_secret().as_bytes(), presented.as_bytes()))
+    }
+}
+
+mod subtle_eq {
+    /// Compares without an early exit so response time does not reveal how much of a key matched.
+    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Unique per process, so apalis never sees two live workers with one name.
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim();
+    let host = if host.is_empty() { "worker" } else { host };
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn positive<T: PartialOrd + Default>(value: &T) -> bool {
+    *value > T::default()
+}
+
+fn any<T>(_: &T) -> bool {
+    true
+}
+
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn error(&self, var: &'static str, message: String) -> ConfigError {
+        ConfigError { var, message }
+    }
+
+    fn optional_string(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.optional_string(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn secret(&self, var: &str, default: &str) -> SecretString {
+        SecretString::from(self.string(var, default))
+    }
+
+    fn optional_secret(&self, var: &'static str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {
+        match self.optional_string(var) {
+            None => Ok(None),
+            Some(v) if v.len() < min_len => Err(self.error(var, format!("must be at least {min_len} characters"))),
+            Some(v) => Ok(Some(SecretString::from(v))),
+        }
+    }
+
+    fn parse<T>(&self, var: &'static str, default: T, valid: fn(&T) -> bool) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+    {
+        let Some(raw) = self.optional_string(var) else { return Ok(default) };
+        match raw.parse::<T>() {
+            Ok(value) if valid(&value) => Ok(value),
+            _ => Err(self.error(var, format!("invalid value `{raw}`"))),
+        }
+    }
+
+    /// `kid1:secret1,kid2:secret2`; every secret at least 32 characters.
+    fn token_keys(&self, var: &'static str) -> Result<Vec<(String, SecretString)>, ConfigError> {
+        let Some(raw) = self.optional_string(var) else { return Ok(Vec::new()) };
+        raw.split(',')
+            .map(|entry| {
+                let (kid, key) = entry
+                    .split_once(':')
+                    .ok_or_else(|| self.error(var, "expected `key-id:secret[,key-id:secret…]`".into()))?;
+                if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(self.error(var, "key ids must be non-empty [A-Za-z0-9_-]".into()));
+                }
+                if key.len() < 32 {
+                    return Err(self.error(var, format!("secret of key `{kid}` must be at least 32 characters")));
+                }
+                Ok((kid.to_owned(), SecretString::from(key.to_owned())))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cfg = config(&[]).expect("defaults are valid");
+        assert_eq!(cfg.email_concurrency, 16);
+        assert_eq!(cfg.redis_namespace, "levelup");
+        assert!(matches!(cfg.mail_transport, MailTransportKind::Outbox { .. }));
+        assert_eq!(cfg.api_bind.port(), 8080);
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for (var, value) in [
+            ("LEVELUP_EMAIL_CONCURRENCY", "lots"),
+            ("LEVELUP_EMAIL_CONCURRENCY", "0"),
+            ("LEVELUP_API_BIND", "localhost"),
+            ("LEVELUP_MAIL_TRANSPORT", "pigeon"),
+            ("LEVELUP_SCHEDULE_CRON", "every monday"),
+            ("LEVELUP_SCHEDULE_TIMEZONE", "Mars/Olympus"),
+            ("LEVELUP_PUBLIC_BASE_URL", "not a url"),
+            ("LEVELUP_TOKEN_KEYS", "k1:short"),
+            ("LEVELUP_ADMIN_API_KEY", "tiny"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://u:hunter2-db@h/db"),
+            ("LEVELUP_ADMIN_API_KEY", "hunter2-admin-key-0123456789"),
+            ("LEVELUP_TOKEN_KEYS", "k1:hunter2-token-key-0123456789abcdefghij"),
+        ])
+        .unwrap();
+        let printed = format!("{cfg:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn admin_key_comparison() {
+        let cfg = config(&[("LEVELUP_ADMIN_API_KEY", "0123456789abcdef")]).unwrap();
+        assert!(cfg.admin_api_key_matches("0123456789abcdef"));
+        assert!(!cfg.admin_api_key_matches("0123456789abcdeX"));
+        assert!(!cfg.admin_api_key_matches(""));
+        assert!(!config(&[]).unwrap().admin_api_key_matches(""));
+    }
+}

@@ -1,0 +1,13 @@
+//! What more than one LevelUp process needs: configuration, domain types, database access,
+//! job payloads and queue names, the mail transports, resilience pieces and telemetry.
+
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod domain;
+pub mod process;
+pub mod redis_conn;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;

@@ -1,0 +1,10 @@
+//! `levelup-worker`: see the library docs. Stops cleanly on SIGTERM/SIGINT.
+
+use levelup_common::{process, shutdown};
+
+#[tokio::main]
+async fn main() {
+    let config = process::start("levelup-worker");
+    let result = levelup_worker::run(config, shutdown::on_signal()).await;
+    process::exit_on_error("levelup-worker", result);
+}
