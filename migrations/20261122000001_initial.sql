@@ -70,7 +70,7 @@ CREATE INDEX submissions_subscriber_idx ON submissions (subscriber_id, challenge
 CREATE TABLE weekly_runs (
     week                 TEXT        PRIMARY KEY CHECK (week ~ '^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$'),
     status               TEXT        NOT NULL DEFAULT 'fanning_out'
-                         CHECK (status IN ('fanning_out', 'enqueued', 'completed')),
+                         CHECK (status IN ('fanning_out', 'sending', 'completed')),
     -- Active subscribers seen by the fan-out so far, and jobs pushed to the queue.
     total                BIGINT      NOT NULL DEFAULT 0 CHECK (total >= 0),
     enqueued             BIGINT      NOT NULL DEFAULT 0 CHECK (enqueued >= 0),
@@ -99,16 +99,23 @@ CREATE TABLE deliveries (
     ambiguous      BOOLEAN     NOT NULL DEFAULT false,
     message_id     TEXT,
     reason         TEXT,
+    -- When the fan-out last pushed this row's job to the queue (NULL: not yet).
+    pushed_at      TIMESTAMPTZ,
     claimed_by     TEXT,
     claimed_at     TIMESTAMPTZ,
     sent_at        TIMESTAMPTZ,
     created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (subscriber_id, week),
-    CHECK ((kind = 'challenge') = (challenge_id IS NOT NULL)),
+    -- A challenge email names its challenge, unless it was skipped because the level has none.
+    CHECK (kind <> 'challenge' OR challenge_id IS NOT NULL OR state = 'skipped'),
+    CHECK (kind <> 'questionnaire_invite' OR challenge_id IS NULL),
     CHECK (state <> 'sent' OR message_id IS NOT NULL)
 );
 CREATE INDEX deliveries_week_state_idx ON deliveries (week, state);
+-- The feeder's two questions: what is waiting to be pushed, and what is out in the queue.
+CREATE INDEX deliveries_unpushed_idx ON deliveries (week, id) WHERE state = 'queued' AND pushed_at IS NULL;
+CREATE INDEX deliveries_outstanding_idx ON deliveries (week, pushed_at) WHERE state IN ('queued', 'sending');
 CREATE INDEX deliveries_subscriber_challenge_idx ON deliveries (subscriber_id, challenge_id);
 
 -- Addresses that must never be mailed again (bounces, complaints, unsubscribes), by lower-cased address,

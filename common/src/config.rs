@@ -64,6 +64,17 @@ pub struct Config {
     pub email_concurrency: usize,
     pub sync_concurrency: usize,
     pub shutdown_grace: Duration,
+    /// A delivery claimed longer ago than this is presumed abandoned (its worker died) and may be
+    /// claimed again, flagged ambiguous. Must exceed the SES timeout.
+    pub claim_timeout: Duration,
+    /// At most this many email jobs of a run are outstanding in Redis at once.
+    pub queue_window: i64,
+    /// Subscribers per fan-out page (one transaction each).
+    pub fanout_page_size: i64,
+    /// How often the scheduler checks for runs to start, resume or feed.
+    pub scheduler_tick: Duration,
+    /// A pushed job unfinished after this long is pushed again (its job may have been lost).
+    pub repush_after: Duration,
 }
 
 impl Config {
@@ -131,6 +142,11 @@ impl Config {
             email_concurrency: env.parse("LEVELUP_EMAIL_CONCURRENCY", 16, positive)?,
             sync_concurrency: env.parse("LEVELUP_SYNC_CONCURRENCY", 2, positive)?,
             shutdown_grace: Duration::from_secs(env.parse("LEVELUP_SHUTDOWN_GRACE_SECS", 30, any)?),
+            claim_timeout: Duration::from_secs(env.parse("LEVELUP_CLAIM_TIMEOUT_SECS", 60, positive)?),
+            queue_window: env.parse("LEVELUP_QUEUE_WINDOW", 2000, |v: &i64| (1..=7000).contains(v))?,
+            fanout_page_size: env.parse("LEVELUP_FANOUT_PAGE_SIZE", 1000, |v: &i64| (1..=10_000).contains(v))?,
+            scheduler_tick: Duration::from_millis(env.parse("LEVELUP_SCHEDULER_TICK_MS", 1000, positive)?),
+            repush_after: Duration::from_secs(env.parse("LEVELUP_REPUSH_AFTER_SECS", 900, positive)?),
         })
     }
 

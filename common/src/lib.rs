@@ -3,11 +3,17 @@
 
 pub mod config;
 pub mod db;
+pub mod deliveries;
 pub mod demo;
 pub mod domain;
+pub mod jobs;
+pub mod mail;
 pub mod process;
+pub mod queue;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tokens;
+pub mod weekly_runs;
 
 pub use config::Config;

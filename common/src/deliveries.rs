@@ -1,0 +1,141 @@
+//! The delivery ledger, worker side: claim a row, send, record the outcome.
+//!
+//! A row moves `queued → sending → sent | failed | skipped`; a transient failure puts it back to
+//! `queued`. Only a claim (`queued`, or `sending` whose claim is older than the claim timeout)
+//! lets a worker send, so a job that runs twice sends once. The one window left: a worker that
+//! dies after SES accepted the message and before `mark_sent` commits. The row stays `sending`;
+//! when its claim times out it is claimed again and flagged `ambiguous` (it may be a duplicate).
+
+use std::time::Duration;
+
+use sqlx::{FromRow, PgPool};
+
+/// What a worker needs to send one delivery.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub week: String,
+    pub kind: String,
+    pub attempts: i32,
+    pub ambiguous: bool,
+    pub subscriber_id: i64,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub subscriber_status: String,
+    pub level: Option<i16>,
+    pub suppression: Option<String>,
+    pub challenge_id: Option<i64>,
+    pub challenge_title: Option<String>,
+    pub challenge_body: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(Box<ClaimedDelivery>),
+    /// Already `sent`, `failed` or `skipped`: nothing to do.
+    Finished(String),
+    /// Another worker holds a fresh claim: try again later.
+    HeldElsewhere,
+    /// No such delivery (deleted with its subscriber).
+    Missing,
+}
+
+pub async fn claim(pool: &PgPool, id: i64, worker: &str, claim_timeout: Duration) -> sqlx::Result<Claim> {
+    let claimed: Option<ClaimedDelivery> = sqlx::query_as(
+        "WITH claimed AS (
+             UPDATE deliveries
+             SET state = 'sending', claimed_by = $2, claimed_at = now(), attempts = attempts + 1, updated_at = now(),
+                 ambiguous = ambiguous OR state = 'sending'
+             WHERE id = $1
+               AND (state = 'queued' OR (state = 'sending' AND claimed_at < now() - make_interval(secs => $3)))
+             RETURNING *
+         )
+         SELECT d.id, d.week, d.kind, d.attempts, d.ambiguous, d.subscriber_id,
+                s.email, s.first_name, s.status AS subscriber_status, s.level,
+                sup.reason AS suppression,
+                d.challenge_id, c.title AS challenge_title, c.body AS challenge_body
+         FROM claimed d
+         JOIN subscribers s ON s.id = d.subscriber_id
+         LEFT JOIN suppressions sup ON sup.email_lower = lower(s.email)
+         LEFT JOIN challenges c ON c.id = d.challenge_id",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(claim_timeout.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    if let Some(claimed) = claimed {
+        return Ok(Claim::Claimed(Box::new(claimed)));
+    }
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1").bind(id).fetch_optional(pool).await?;
+    Ok(match state.as_deref() {
+        None => Claim::Missing,
+        Some("sending") => Claim::HeldElsewhere,
+        // `queued` here means it was released between our two statements: let the retry take it.
+        Some("queued") => Claim::HeldElsewhere,
+        Some(other) => Claim::Finished(other.to_owned()),
+    })
+}
+
+/// Records an accepted send. `false`: our claim was taken over meanwhile (the send was slower
+/// than the claim timeout), which the caller reports as a possible duplicate.
+pub async fn mark_sent(pool: &PgPool, id: i64, worker: &str, message_id: &str) -> sqlx::Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE deliveries SET state = 'sent', message_id = $3, sent_at = now(), reason = NULL, updated_at = now()
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(message_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Ends a claimed delivery without sending (`skipped`) or after a permanent error (`failed`).
+pub async fn finish_unsent(pool: &PgPool, id: i64, worker: &str, state: &str, reason: &str) -> sqlx::Result<()> {
+    debug_assert!(matches!(state, "skipped" | "failed"));
+    sqlx::query(
+        "UPDATE deliveries SET state = $3, reason = $4, updated_at = now()
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(state)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives a claimed delivery back after a transient error, so the retry can claim it at once.
+/// `maybe_delivered` keeps the row flagged when the outcome of the attempt is unknown.
+pub async fn release(pool: &PgPool, id: i64, worker: &str, reason: &str, maybe_delivered: bool) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'queued', reason = $3, ambiguous = ambiguous OR $4, updated_at = now()
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(reason)
+    .bind(maybe_delivered)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks a delivery `failed` whatever its state, unless it was sent: for jobs that exhausted
+/// their attempts.
+pub async fn fail_unless_sent(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'failed', reason = $2, updated_at = now()
+         WHERE id = $1 AND state IN ('queued', 'sending')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Mail: the message we send, the transport seam (SES v2 or the local outbox), and rendering.
+//!
+//! Error policy: a [`SendError`] says whether trying again can help. `Permanent` errors (a
+//! rejected message or address) fail the delivery at once; `Transient` ones (throttling, 5xx,
+//! timeouts, connection errors) are retried with backoff.
+
+pub mod outbox;
+pub mod render;
+pub mod ses;
+
+use std::sync::Arc;
+
+use crate::config::{Config, MailTransportKind};
+
+/// One message to one recipient.
+#[derive(Debug, Clone)]
+pub struct OutgoingEmail {
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Extra headers, e.g. `List-Unsubscribe`.
+    pub headers: Vec<(String, String)>,
+    /// Our own reference, carried to SES as a message tag and to the outbox file name.
+    pub delivery_id: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// Trying again later may succeed. `throttled` marks a rate-limit answer (back off harder);
+    /// `maybe_delivered` marks an outcome we could not observe (a timeout after the request left).
+    #[error("transient send failure: {reason}")]
+    Transient { reason: String, throttled: bool, maybe_delivered: bool },
+    /// Trying again will not help.
+    #[error("permanent send failure: {reason}")]
+    Permanent { reason: String },
+}
+
+impl SendError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::Transient { reason: reason.into(), throttled: false, maybe_delivered: false }
+    }
+}
+
+/// Where mail goes. Implementations must time out every network call.
+#[async_trait::async_trait]
+pub trait MailTransport: Send + Sync {
+    /// Sends one message and returns the provider's message id.
+    async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError>;
+    fn name(&self) -> &'static str;
+}
+
+/// The transport the configuration asks for.
+pub async fn transport_from_config(config: &Config) -> anyhow::Result<Arc<dyn MailTransport>> {
+    Ok(match &config.mail_transport {
+        MailTransportKind::Outbox { dir } => Arc::new(outbox::OutboxTransport::new(dir.clone())?),
+        MailTransportKind::Ses => Arc::new(ses::SesTransport::new(&config.ses).await),
+    })
+}
+
+/// Splits `Name <addr@host>` into its parts; a bare address has no name.
+pub fn split_mailbox(mailbox: &str) -> (Option<&str>, &str) {
+    match (mailbox.find('<'), mailbox.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            let name = mailbox[..open].trim().trim_matches('"').trim();
+            ((!name.is_empty()).then_some(name), mailbox[open + 1..close].trim())
+        }
+        _ => (None, mailbox.trim()),
+    }
+}

@@ -1,0 +1,279 @@
+//! The weekly run: one row per ISO week, held by one scheduler at a time through a lease.
+//!
+//! Phase 1, fan-out: walk all subscribers in keyset pages and write their delivery rows
+//! (`queued`, or `skipped` with a reason), saving the cursor in the same transaction.
+//! Phase 2, feed: push `SendChallengeEmail` jobs for queued rows, keeping at most
+//! `queue_window` of them outstanding in Redis (see README, "the queue holds a window").
+//! Every write checks the lease (fencing), and delivery rows are unique per subscriber and week,
+//! so two schedulers can never enqueue a subscriber twice.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+
+use crate::domain::IsoWeek;
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct WeeklyRun {
+    pub week: String,
+    pub status: String,
+    pub total: i64,
+    pub enqueued: i64,
+    pub resume_after_id: i64,
+    pub lease_owner: Option<String>,
+    pub triggered_by: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub fanout_finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Creates the week's run unless it exists. Returns whether this call created it.
+pub async fn create(pool: &PgPool, week: IsoWeek, triggered_by: &str) -> sqlx::Result<bool> {
+    let inserted = sqlx::query("INSERT INTO weekly_runs (week, triggered_by) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(week.to_string())
+        .bind(triggered_by)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub async fn get(pool: &PgPool, week: &str) -> sqlx::Result<Option<WeeklyRun>> {
+    sqlx::query_as("SELECT * FROM weekly_runs WHERE week = $1").bind(week).fetch_optional(pool).await
+}
+
+pub async fn list(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<WeeklyRun>> {
+    sqlx::query_as("SELECT * FROM weekly_runs ORDER BY week DESC LIMIT $1").bind(limit).fetch_all(pool).await
+}
+
+/// Weeks whose run has not completed, oldest first.
+pub async fn unfinished(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT week FROM weekly_runs WHERE status <> 'completed' ORDER BY week").fetch_all(pool).await
+}
+
+/// Takes or renews the lease on an unfinished run. `None`: another holder has a live lease, or
+/// the run is completed.
+pub async fn acquire_lease(pool: &PgPool, week: &str, owner: &str, ttl: Duration) -> sqlx::Result<Option<WeeklyRun>> {
+    sqlx::query_as(
+        "UPDATE weekly_runs SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
+         WHERE week = $1 AND status <> 'completed'
+           AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < now())
+         RETURNING *",
+    )
+    .bind(week)
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn release_lease(pool: &PgPool, week: &str, owner: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE weekly_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE week = $1 AND lease_owner = $2")
+        .bind(week)
+        .bind(owner)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FanOutPage {
+    /// Wrote delivery rows for this many subscribers (some may have existed already).
+    Written { subscribers: usize, inserted: u64 },
+    /// No subscribers after the cursor: the fan-out is complete.
+    Done,
+    /// The lease was lost to another scheduler; stop.
+    LeaseLost,
+}
+
+/// Writes the delivery rows for the next page of subscribers and advances the cursor, atomically.
+pub async fn fan_out_page(pool: &PgPool, week: &str, owner: &str, page_size: i64) -> sqlx::Result<FanOutPage> {
+    let mut tx = pool.begin().await?;
+    // Fencing: only the lease holder advances the run; the row lock serialises it.
+    let cursor: Option<i64> = sqlx::query_scalar(
+        "SELECT resume_after_id FROM weekly_runs
+         WHERE week = $1 AND lease_owner = $2 AND status = 'fanning_out' FOR UPDATE",
+    )
+    .bind(week)
+    .bind(owner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(cursor) = cursor else { return Ok(FanOutPage::LeaseLost) };
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(cursor)
+        .bind(page_size)
+        .fetch_all(&mut *tx)
+        .await?;
+    let Some(&last) = ids.last() else {
+        sqlx::query("UPDATE weekly_runs SET status = 'sending', fanout_finished_at = now() WHERE week = $1")
+            .bind(week)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(FanOutPage::Done);
+    };
+    let inserted = insert_deliveries(&mut tx, week, &ids).await?;
+    sqlx::query("UPDATE weekly_runs SET resume_after_id = $2, total = total + $3 WHERE week = $1")
+        .bind(week)
+        .bind(last)
+        .bind(inserted as i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(FanOutPage::Written { subscribers: ids.len(), inserted })
+}
+
+/// Challenge selection: the subscriber's level's challenges they have not been sent yet, in
+/// `position` order; when every one has been sent, the one sent longest ago (a repeat). A
+/// subscriber without a level gets the questionnaire invitation. Non-active or suppressed
+/// subscribers, and levels with no challenge, get a `skipped` row with the reason.
+async fn insert_deliveries(tx: &mut sqlx::PgConnection, week: &str, ids: &[i64]) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO deliveries (subscriber_id, week, kind, challenge_id, state, reason)
+         SELECT s.id, $1,
+                CASE WHEN s.level IS NULL THEN 'questionnaire_invite' ELSE 'challenge' END,
+                next.id,
+                CASE WHEN s.status <> 'active' OR sup.reason IS NOT NULL
+                       OR (s.level IS NOT NULL AND next.id IS NULL) THEN 'skipped' ELSE 'queued' END,
+                CASE WHEN s.status <> 'active' THEN s.status
+                     WHEN sup.reason IS NOT NULL THEN 'suppressed:' || sup.reason
+                     WHEN s.level IS NOT NULL AND next.id IS NULL THEN 'no_challenge_at_level' END
+         FROM subscribers s
+         LEFT JOIN suppressions sup ON sup.email_lower = lower(s.email)
+         LEFT JOIN LATERAL (
+             SELECT c.id
+             FROM challenges c
+             LEFT JOIN LATERAL (
+                 SELECT max(d.created_at) AS last_sent FROM deliveries d
+                 WHERE d.subscriber_id = s.id AND d.challenge_id = c.id AND d.state = 'sent'
+             ) history ON true
+             WHERE c.level = s.level AND NOT c.archived
+             ORDER BY history.last_sent NULLS FIRST, c.position
+             LIMIT 1
+         ) next ON true
+         WHERE s.id = ANY($2)
+         ON CONFLICT (subscriber_id, week) DO NOTHING",
+    )
+    .bind(week)
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected())
+}
+
+/// Jobs pushed and not finished (`queued` or `sending`): what the queue holds for this week.
+pub async fn outstanding(pool: &PgPool, week: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE week = $1 AND state IN ('queued', 'sending') AND pushed_at IS NOT NULL",
+    )
+    .bind(week)
+    .fetch_one(pool)
+    .await
+}
+
+/// Next queued rows never pushed, in id order.
+pub async fn unpushed(pool: &PgPool, week: &str, limit: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM deliveries WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL ORDER BY id LIMIT $2",
+    )
+    .bind(week)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Rows pushed long ago and still unfinished: their job may have been lost (e.g. a Redis
+/// restart without persistence), so they are pushed again. A duplicate job is a no-op.
+pub async fn stale(pool: &PgPool, week: &str, older_than: Duration, limit: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM deliveries
+         WHERE week = $1 AND state IN ('queued', 'sending') AND pushed_at < now() - make_interval(secs => $2)
+         ORDER BY pushed_at LIMIT $3",
+    )
+    .bind(week)
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that jobs for `ids` were pushed; counts first pushes in the run's `enqueued`.
+/// Fenced by the lease.
+pub async fn mark_pushed(pool: &PgPool, week: &str, owner: &str, ids: &[i64]) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let held: Option<String> =
+        sqlx::query_scalar("SELECT week FROM weekly_runs WHERE week = $1 AND lease_owner = $2 FOR UPDATE")
+            .bind(week)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    let first_pushes: i64 = sqlx::query_scalar(
+        "WITH updated AS (
+             UPDATE deliveries d SET pushed_at = now()
+             FROM (SELECT id, pushed_at IS NULL AS first FROM deliveries WHERE id = ANY($1) FOR UPDATE) old
+             WHERE d.id = old.id
+             RETURNING old.first
+         ) SELECT count(*) FILTER (WHERE first) FROM updated",
+    )
+    .bind(ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE weekly_runs SET enqueued = enqueued + $2 WHERE week = $1")
+        .bind(week)
+        .bind(first_pushes)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Completes the run when the fan-out is done and no delivery is queued or sending.
+pub async fn complete_if_done(pool: &PgPool, week: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE weekly_runs SET status = 'completed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+         WHERE week = $1 AND status = 'sending'
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE week = $1 AND state IN ('queued', 'sending'))",
+    )
+    .bind(week)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    pub queued: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub ambiguous: i64,
+}
+
+/// Delivery counts by state, derived from the ledger (no hot counter row to contend on).
+pub async fn progress(pool: &PgPool, week: &str) -> sqlx::Result<Progress> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT state, count(*), count(*) FILTER (WHERE ambiguous) FROM deliveries WHERE week = $1 GROUP BY state",
+    )
+    .bind(week)
+    .fetch_all(pool)
+    .await?;
+    let mut progress = Progress::default();
+    for (state, count, ambiguous) in rows {
+        progress.ambiguous += ambiguous;
+        match state.as_str() {
+            "queued" => progress.queued = count,
+            "sending" => progress.sending = count,
+            "sent" => progress.sent = count,
+            "failed" => progress.failed = count,
+            "skipped" => progress.skipped = count,
+            _ => {}
+        }
+    }
+    Ok(progress)
+}
