@@ -58,7 +58,8 @@ impl TokenSigner {
     }
 
     fn mac(key: &SecretString, signed: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key length");
         mac.update(signed.as_bytes());
         mac
     }
@@ -81,7 +82,9 @@ impl TokenSigner {
         };
         let (_, key) = self.keys.iter().find(|(k, _)| k == kid).ok_or(TokenError::BadSignature)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
-        Self::mac(key, &format!("v1.{kid}.{payload}")).verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+        Self::mac(key, &format!("v1.{kid}.{payload}"))
+            .verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
         let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?)
             .map_err(|_| TokenError::Malformed)?;
         let mut fields = payload.split('.');
@@ -125,11 +128,7 @@ mod tests {
         assert_eq!(s.verify(&forged, Purpose::Access, 0), Err(TokenError::BadSignature));
         // Another subscriber's payload with this signature.
         let other = s.issue(43, Purpose::Access, 1_000).unwrap();
-        let spliced = format!(
-            "{}.{}",
-            other.rsplit_once('.').unwrap().0,
-            token.rsplit_once('.').unwrap().1
-        );
+        let spliced = format!("{}.{}", other.rsplit_once('.').unwrap().0, token.rsplit_once('.').unwrap().1);
         assert_eq!(s.verify(&spliced, Purpose::Access, 0), Err(TokenError::BadSignature));
         assert_eq!(s.verify("garbage", Purpose::Access, 0), Err(TokenError::Malformed));
     }

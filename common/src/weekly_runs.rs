@@ -69,11 +69,13 @@ pub async fn acquire_lease(pool: &PgPool, week: &str, owner: &str, ttl: Duration
 }
 
 pub async fn release_lease(pool: &PgPool, week: &str, owner: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE weekly_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE week = $1 AND lease_owner = $2")
-        .bind(week)
-        .bind(owner)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE weekly_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE week = $1 AND lease_owner = $2",
+    )
+    .bind(week)
+    .bind(owner)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

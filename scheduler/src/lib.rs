@@ -54,7 +54,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// The latest firing of `schedule` at or before `now`, looking back at most eight days.
-pub fn latest_firing(schedule: &cron::Schedule, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Option<DateTime<chrono_tz::Tz>> {
+pub fn latest_firing(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Option<DateTime<chrono_tz::Tz>> {
     let start = (now - chrono::Duration::days(8)).with_timezone(&tz);
     schedule.after(&start).take_while(|t| t.with_timezone(&Utc) <= now).last()
 }
@@ -140,7 +144,7 @@ impl Scheduler {
         let outstanding = weekly_runs::outstanding(&self.pool, week).await?;
         let free = self.config.queue_window - outstanding;
         let mut ids = if free > 0 { weekly_runs::unpushed(&self.pool, week, free).await? } else { Vec::new() };
-        let room_for_stale = (self.config.queue_window - ids.len() as i64).max(0).min(500);
+        let room_for_stale = (self.config.queue_window - ids.len() as i64).clamp(0, 500);
         if room_for_stale > 0 {
             ids.extend(weekly_runs::stale(&self.pool, week, self.config.repush_after, room_for_stale).await?);
         }

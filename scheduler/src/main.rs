@@ -31,13 +31,18 @@ async fn main() {
     let config = process::start("levelup-scheduler");
     let result = match week {
         None => levelup_scheduler::run(config, shutdown::on_signal()).await,
-        Some(week) => async {
-            let pool = db::connect(&config).await?;
-            let created = weekly_runs::create(&pool, week, "cli").await?;
-            println!("{}", if created { format!("run {week} created") } else { format!("run {week} already exists") });
-            anyhow::Ok(())
+        Some(week) => {
+            async {
+                let pool = db::connect(&config).await?;
+                let created = weekly_runs::create(&pool, week, "cli").await?;
+                println!(
+                    "{}",
+                    if created { format!("run {week} created") } else { format!("run {week} already exists") }
+                );
+                anyhow::Ok(())
+            }
+            .await
         }
-        .await,
     };
     process::exit_on_error("levelup-scheduler", result);
 }

@@ -6,6 +6,8 @@
 //! `scripts/test` makes sure they run.
 
 pub mod db;
+pub mod fake_ses;
+pub mod fixtures;
 pub mod processes;
 pub mod redis_ns;
 pub mod wait;

@@ -27,9 +27,15 @@ pub struct EmailContext {
 /// What happened to one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Sent { message_id: String },
-    Skipped { reason: String },
-    Failed { reason: String },
+    Sent {
+        message_id: String,
+    },
+    Skipped {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
     /// The delivery was already finished (a duplicate job): nothing done.
     AlreadyFinished,
 }
@@ -59,13 +65,18 @@ pub async fn handle(job: SendChallengeEmail, context: Data<Arc<EmailContext>>) -
 impl EmailContext {
     #[tracing::instrument(skip(self), fields(worker = %self.worker_name))]
     pub async fn process(&self, delivery_id: i64) -> Result<Outcome, JobError> {
-        let claimed = match deliveries::claim(&self.pool, delivery_id, &self.worker_name, self.config.claim_timeout).await? {
-            Claim::Claimed(claimed) => claimed,
-            Claim::Finished(_) | Claim::Missing => return Ok(Outcome::AlreadyFinished),
-            Claim::HeldElsewhere => return Err(JobError::Retry("delivery is claimed by another worker".into())),
-        };
+        let claimed =
+            match deliveries::claim(&self.pool, delivery_id, &self.worker_name, self.config.claim_timeout).await? {
+                Claim::Claimed(claimed) => claimed,
+                Claim::Finished(_) | Claim::Missing => return Ok(Outcome::AlreadyFinished),
+                Claim::HeldElsewhere => return Err(JobError::Retry("delivery is claimed by another worker".into())),
+            };
         if claimed.ambiguous {
-            tracing::warn!(delivery_id, subscriber_id = claimed.subscriber_id, "re-sending a delivery whose earlier attempt may have reached the mail provider");
+            tracing::warn!(
+                delivery_id,
+                subscriber_id = claimed.subscriber_id,
+                "re-sending a delivery whose earlier attempt may have reached the mail provider"
+            );
         }
         if let Some(reason) = skip_reason(&claimed) {
             deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, "skipped", &reason).await?;
@@ -97,16 +108,14 @@ impl EmailContext {
     }
 
     fn render(&self, claimed: &ClaimedDelivery) -> Result<levelup_common::mail::OutgoingEmail, String> {
-        let body = match (claimed.kind.as_str(), &claimed.challenge_id, &claimed.challenge_title, &claimed.challenge_body) {
-            ("challenge", Some(challenge_id), Some(title), Some(body)) => EmailBody::Challenge {
-                challenge_id: *challenge_id,
-                level: claimed.level.unwrap_or(1),
-                title,
-                body,
-            },
-            ("questionnaire_invite", ..) => EmailBody::QuestionnaireInvite,
-            _ => return Err("delivery has no challenge to send".into()),
-        };
+        let body =
+            match (claimed.kind.as_str(), &claimed.challenge_id, &claimed.challenge_title, &claimed.challenge_body) {
+                ("challenge", Some(challenge_id), Some(title), Some(body)) => {
+                    EmailBody::Challenge { challenge_id: *challenge_id, level: claimed.level.unwrap_or(1), title, body }
+                }
+                ("questionnaire_invite", ..) => EmailBody::QuestionnaireInvite,
+                _ => return Err("delivery has no challenge to send".into()),
+            };
         let expires = chrono::Utc::now().timestamp() + self.config.token_ttl.as_secs() as i64;
         let access = self.signer.issue(claimed.subscriber_id, Purpose::Access, expires).map_err(|e| e.to_string())?;
         // Unsubscribe links must keep working long after the email was sent.

@@ -138,7 +138,10 @@ mod tests {
         assert!(email.text.contains("https://levelup.example/challenge/9?token=ACCESS"));
         assert!(email.html.contains("Tags &lt;b&gt;") && email.html.contains("Do &amp; done"));
         assert!(email.html.contains("https://levelup.example/unsubscribe?token=UNSUB"));
-        assert_eq!(email.headers[0], ("List-Unsubscribe".into(), "<https://levelup.example/unsubscribe?token=UNSUB>".into()));
+        assert_eq!(
+            email.headers[0],
+            ("List-Unsubscribe".into(), "<https://levelup.example/unsubscribe?token=UNSUB>".into())
+        );
         assert_eq!(email.headers[1].1, "List-Unsubscribe=One-Click");
     }
 }

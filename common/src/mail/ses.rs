@@ -44,13 +44,17 @@ impl MailTransport for SesTransport {
     #[tracing::instrument(skip_all, fields(delivery_id = email.delivery_id))]
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
         let permanent = |e: aws_sdk_sesv2::error::BuildError| SendError::Permanent { reason: e.to_string() };
-        let mut message = Message::builder()
-            .subject(Self::content(&email.subject, true)?)
-            .body(Body::builder().text(Self::content(&email.text, true)?).html(Self::content(&email.html, true)?).build());
+        let mut message = Message::builder().subject(Self::content(&email.subject, true)?).body(
+            Body::builder().text(Self::content(&email.text, true)?).html(Self::content(&email.html, true)?).build(),
+        );
         for (name, value) in &email.headers {
             message = message.headers(MessageHeader::builder().name(name).value(value).build().map_err(permanent)?);
         }
-        let tag = MessageTag::builder().name("delivery_id").value(email.delivery_id.to_string()).build().map_err(permanent)?;
+        let tag = MessageTag::builder()
+            .name("delivery_id")
+            .value(email.delivery_id.to_string())
+            .build()
+            .map_err(permanent)?;
         let result = self
             .client
             .send_email()
@@ -72,9 +76,9 @@ impl MailTransport for SesTransport {
     }
 }
 
-fn classify<R: std::fmt::Debug>(err: SdkError<SendEmailError, R>) -> SendError
+fn classify<R>(err: SdkError<SendEmailError, R>) -> SendError
 where
-    R: HttpStatus,
+    R: HttpStatus + std::fmt::Debug,
 {
     match err {
         SdkError::ServiceError(service) => {
