@@ -161,3 +161,54 @@ async fn a_scheduler_killed_mid_fan_out_is_resumed_without_duplicates() {
     assert_eq!(accepted.len(), 2000, "exactly one request per subscriber");
     assert_eq!(distinct.len(), 2000);
 }
+
+/// apalis-redis 1.0.0 fails for good once more than ~8,000 jobs are due at once (its fetch
+/// script `unpack`s them all). A run keeps at most the queue window in Redis, so a backlog of any
+/// size waits in the Postgres ledger instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_of_200k_jobs_is_processed_by_a_worker_started_after_the_enqueue() {
+    const SUBSCRIBERS: i64 = 200_000;
+    let ses = FakeSes::start_light().await;
+    let mut env = env_with_fake_ses(&ses).await;
+    env.set("LEVELUP_EMAIL_CONCURRENCY", "32").set("LEVELUP_DATABASE_MAX_CONNECTIONS", "20");
+    let pool = &env.db.pool;
+    fixtures::challenges(pool, LEVELS, 2).await;
+    fixtures::subscribers(pool, SUBSCRIBERS, LEVELS).await;
+    weekly_runs::create(pool, IsoWeek::parse(WEEK).unwrap(), "test").await.unwrap();
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let config = env.config();
+    let mut redis = levelup_common::redis_conn::connect(&config).await.unwrap();
+
+    // No worker yet: the whole week is enqueued in the ledger, the queue holds its window.
+    wait_until("the fan-out to finish and the queue window to fill", Duration::from_secs(300), || {
+        let mut redis = redis.clone();
+        let config = config.clone();
+        async move {
+            let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
+            let depth = levelup_common::queue::email_queue_depth(&config, &mut redis).await.unwrap();
+            (run.status == "sending" && depth.waiting + depth.scheduled >= config.queue_window as u64).then_some(())
+        }
+    })
+    .await;
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE week = $1 AND state = 'queued'")
+        .bind(WEEK)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, SUBSCRIBERS, "every email job is queued before any worker runs");
+    let depth = levelup_common::queue::email_queue_depth(&config, &mut redis).await.unwrap();
+    assert!(depth.waiting + depth.scheduled <= 7_000, "Redis holds a bounded window: {depth:?}");
+
+    let started = std::time::Instant::now();
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let run = wait_for_completion(&env, Duration::from_secs(1500)).await;
+    let elapsed = started.elapsed();
+    let progress = weekly_runs::progress(pool, WEEK).await.unwrap();
+    assert_eq!(progress.sent, SUBSCRIBERS);
+    assert_eq!(run.enqueued, SUBSCRIBERS);
+    assert_eq!(ses.accepted().len() as i64, SUBSCRIBERS, "one SendEmail per subscriber");
+    eprintln!(
+        "200k backlog drained by one worker in {elapsed:?} ({:.0} emails/s)",
+        SUBSCRIBERS as f64 / elapsed.as_secs_f64()
+    );
+}
