@@ -2,10 +2,12 @@
 //! metrics, and the generated OpenAPI document. The API never sends mail: it writes to Postgres
 //! and enqueues jobs.
 
+mod admin;
 mod ops;
+mod problem;
 mod state;
 
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Arc};
 
 use anyhow::Context;
 use levelup_common::{Config, shutdown::CancellationToken};
@@ -15,9 +17,10 @@ use poem_openapi::OpenApiService;
 pub use state::AppState;
 
 /// The OpenAPI service: every API group, so `/openapi.json` documents all of them.
-fn openapi(state: &AppState, config: &Config) -> OpenApiService<ops::OpsApi, ()> {
+fn openapi(state: &AppState, config: &Config) -> OpenApiService<(ops::OpsApi, admin::AdminApi), ()> {
     let server = config.public_base_url.as_str().trim_end_matches('/').to_owned();
-    OpenApiService::new(ops::OpsApi { state: state.clone() }, "LevelUp", env!("CARGO_PKG_VERSION"))
+    let apis = (ops::OpsApi { state: state.clone() }, admin::AdminApi { state: state.clone() });
+    OpenApiService::new(apis, "LevelUp", env!("CARGO_PKG_VERSION"))
         .description("Weekly challenge emails for Shopify subscribers: subscriber and operator API.")
         .server(server)
 }
@@ -29,9 +32,10 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api)
+        .nest("/", api.around(limit_body_size))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .data(state)
         .with(middleware::Tracing)
         .with(middleware::CatchPanic::new())
 }
@@ -48,4 +52,44 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .run_with_graceful_shutdown(app(state), shutdown.cancelled_owned(), Some(config.shutdown_grace))
         .await
         .context("API server")
+}
+
+/// Largest request body accepted; larger ones are refused before a handler reads them.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Refuses a declared body over [`MAX_BODY_BYTES`] with 413, and caps an undeclared (chunked)
+/// one at the same size. poem's `SizeLimit` would also refuse every GET without `Content-Length`.
+async fn limit_body_size<E: poem::Endpoint>(
+    endpoint: Arc<E>,
+    mut request: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::{IntoResponse, http::StatusCode};
+    let declared = request
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        let problem = problem::Problem::new(
+            "payload-too-large",
+            "Payload too large",
+            413,
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        );
+        return Ok(poem::web::Json(serde_json::json!({
+            "type": problem.kind, "title": problem.title, "status": problem.status, "detail": problem.detail
+        }))
+        .with_content_type("application/problem+json")
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .into_response());
+    }
+    if declared.is_none() {
+        let body = request
+            .take_body()
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|_| poem::Error::from_string("request body too large", StatusCode::PAYLOAD_TOO_LARGE))?;
+        request.set_body(body);
+    }
+    endpoint.call(request).await.map(IntoResponse::into_response)
 }

@@ -1,0 +1,252 @@
+//! Operator endpoints, behind the admin API key (`Authorization: Bearer <LEVELUP_ADMIN_API_KEY>`).
+
+use levelup_common::{
+    domain::IsoWeek,
+    queue::{self, QueueDepth},
+    weekly_runs::{self, Progress, WeeklyRun},
+};
+use poem::Request;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags, auth::Bearer, param::Path, payload::Json};
+
+use crate::{AppState, problem::Problem};
+
+#[derive(Tags)]
+enum AdminTags {
+    /// Weekly runs: trigger and inspect.
+    AdminRuns,
+}
+
+/// The admin API key as a bearer token.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "admin_key_checker")]
+pub struct AdminKey(());
+
+async fn admin_key_checker(req: &Request, bearer: Bearer) -> Option<()> {
+    let state = req.data::<AppState>()?;
+    state.config.admin_api_key_matches(&bearer.token).then_some(())
+}
+
+pub struct AdminApi {
+    pub state: AppState,
+}
+
+#[derive(Object)]
+struct TriggerRun {
+    /// ISO week, e.g. `2026-W47`; defaults to the current week in the schedule's time zone.
+    week: Option<String>,
+}
+
+#[derive(Object)]
+struct RunView {
+    week: String,
+    /// `fanning_out`, `sending` or `completed`.
+    status: String,
+    triggered_by: String,
+    /// Ledger rows written by the fan-out (one per subscriber).
+    total: i64,
+    /// Email jobs pushed to the queue.
+    enqueued: i64,
+    queued: i64,
+    sending: i64,
+    sent: i64,
+    failed: i64,
+    skipped: i64,
+    /// Deliveries whose send may have been duplicated (see README, "duplicate window").
+    ambiguous: i64,
+    /// Sent per second since the run started.
+    rate_per_second: f64,
+    /// Estimated seconds to completion at the current rate.
+    eta_seconds: Option<f64>,
+    started_at: chrono::DateTime<chrono::Utc>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RunView {
+    fn new(run: WeeklyRun, progress: Progress) -> Self {
+        let end = run.finished_at.unwrap_or_else(chrono::Utc::now);
+        let seconds = (end - run.started_at).num_milliseconds().max(1) as f64 / 1000.0;
+        let done = progress.sent + progress.failed;
+        let rate = done as f64 / seconds;
+        let remaining = progress.queued + progress.sending;
+        Self {
+            week: run.week,
+            status: run.status,
+            triggered_by: run.triggered_by,
+            total: run.total,
+            enqueued: run.enqueued,
+            queued: progress.queued,
+            sending: progress.sending,
+            sent: progress.sent,
+            failed: progress.failed,
+            skipped: progress.skipped,
+            ambiguous: progress.ambiguous,
+            rate_per_second: rate,
+            eta_seconds: (remaining > 0 && rate > 0.0).then(|| remaining as f64 / rate),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+        }
+    }
+}
+
+#[derive(Object)]
+struct QueueView {
+    /// Email jobs waiting to be fetched.
+    waiting: u64,
+    /// Email jobs scheduled for a later retry.
+    scheduled: u64,
+    /// Email jobs held by workers now.
+    inflight: u64,
+}
+
+impl From<QueueDepth> for QueueView {
+    fn from(d: QueueDepth) -> Self {
+        Self { waiting: d.waiting, scheduled: d.scheduled, inflight: d.inflight }
+    }
+}
+
+#[derive(ApiResponse)]
+enum TriggerResponse {
+    /// The run was created; the schedulers carry it out.
+    #[oai(status = 201)]
+    Created(Json<RunView>),
+    /// The week already has a run (one run per ISO week): here it is.
+    #[oai(status = 200)]
+    Existing(Json<RunView>),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+enum RunResponse {
+    #[oai(status = 200)]
+    Ok(Json<RunView>),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+enum RunsResponse {
+    #[oai(status = 200)]
+    Ok(Json<Vec<RunView>>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+enum QueueResponse {
+    #[oai(status = 200)]
+    Ok(Json<QueueView>),
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+fn internal(err: impl std::fmt::Display) -> Json<Problem> {
+    tracing::error!(error = %err, "admin request failed");
+    Json(Problem::internal())
+}
+
+fn invalid_week(err: impl std::fmt::Display) -> Json<Problem> {
+    Json(Problem::new("invalid-week", "Invalid ISO week", 400, format!("week: {err}")))
+}
+
+#[OpenApi(prefix_path = "/v1/admin", tag = "AdminTags::AdminRuns")]
+impl AdminApi {
+    /// Trigger the weekly run for a week (idempotent: one run per ISO week).
+    #[oai(path = "/runs", method = "post")]
+    async fn trigger_run(&self, _auth: AdminKey, body: Json<TriggerRun>) -> TriggerResponse {
+        let week = match &body.week {
+            Some(raw) => match IsoWeek::parse(raw) {
+                Ok(week) => week,
+                Err(err) => return TriggerResponse::BadRequest(invalid_week(err)),
+            },
+            None => {
+                let now = chrono::Utc::now().with_timezone(&self.state.config.schedule_timezone);
+                IsoWeek::containing(now.date_naive())
+            }
+        };
+        let pool = &self.state.db;
+        let created = match weekly_runs::create(pool, week, "admin").await {
+            Ok(created) => created,
+            Err(err) => return TriggerResponse::Internal(internal(err)),
+        };
+        match self.view(&week.to_string()).await {
+            Ok(Some(view)) if created => TriggerResponse::Created(Json(view)),
+            Ok(Some(view)) => TriggerResponse::Existing(Json(view)),
+            Ok(None) => TriggerResponse::Internal(internal("run vanished")),
+            Err(err) => TriggerResponse::Internal(internal(err)),
+        }
+    }
+
+    /// Recent weekly runs, newest first, with progress.
+    #[oai(path = "/runs", method = "get")]
+    async fn list_runs(&self, _auth: AdminKey) -> RunsResponse {
+        let result: sqlx::Result<Vec<RunView>> = async {
+            let mut views = Vec::new();
+            for run in weekly_runs::list(&self.state.db, 52).await? {
+                let progress = weekly_runs::progress(&self.state.db, &run.week).await?;
+                views.push(RunView::new(run, progress));
+            }
+            Ok(views)
+        }
+        .await;
+        match result {
+            Ok(views) => RunsResponse::Ok(Json(views)),
+            Err(err) => RunsResponse::Internal(internal(err)),
+        }
+    }
+
+    /// One run's progress: total, enqueued, sent, failed, skipped, rate and ETA.
+    #[oai(path = "/runs/:week", method = "get")]
+    async fn get_run(&self, _auth: AdminKey, week: Path<String>) -> RunResponse {
+        let week = match IsoWeek::parse(&week) {
+            Ok(week) => week,
+            Err(err) => return RunResponse::BadRequest(invalid_week(err)),
+        };
+        match self.view(&week.to_string()).await {
+            Ok(Some(view)) => RunResponse::Ok(Json(view)),
+            Ok(None) => RunResponse::NotFound(Json(Problem::new(
+                "run-not-found",
+                "No such run",
+                404,
+                format!("no run for {week}"),
+            ))),
+            Err(err) => RunResponse::Internal(internal(err)),
+        }
+    }
+
+    /// Depth of the email queue in Redis.
+    #[oai(path = "/queues/email", method = "get")]
+    async fn email_queue(&self, _auth: AdminKey) -> QueueResponse {
+        let result = async {
+            let mut conn = self.state.redis.get().await?;
+            Ok::<_, anyhow::Error>(queue::email_queue_depth(&self.state.config, &mut conn).await?)
+        }
+        .await;
+        match result {
+            Ok(depth) => QueueResponse::Ok(Json(depth.into())),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "queue depth unavailable");
+                QueueResponse::Unavailable(Json(Problem::new(
+                    "queue-unavailable",
+                    "Queue unavailable",
+                    503,
+                    "Redis did not answer",
+                )))
+            }
+        }
+    }
+}
+
+impl AdminApi {
+    async fn view(&self, week: &str) -> sqlx::Result<Option<RunView>> {
+        let Some(run) = weekly_runs::get(&self.state.db, week).await? else { return Ok(None) };
+        let progress = weekly_runs::progress(&self.state.db, week).await?;
+        Ok(Some(RunView::new(run, progress)))
+    }
+}
