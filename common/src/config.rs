@@ -75,6 +75,12 @@ pub struct Config {
     pub scheduler_tick: Duration,
     /// A pushed job unfinished after this long is pushed again (its job may have been lost).
     pub repush_after: Duration,
+    /// SES sends per second for the whole fleet (`None`: unlimited).
+    pub ses_max_send_rate: Option<f64>,
+    /// How long a throttling answer halves the send rate.
+    pub throttle_penalty: Duration,
+    pub email_retry: crate::resilience::retry::RetryPolicy,
+    pub breaker: crate::resilience::breaker::BreakerSettings,
 }
 
 impl Config {
@@ -147,6 +153,21 @@ impl Config {
             fanout_page_size: env.parse("LEVELUP_FANOUT_PAGE_SIZE", 1000, |v: &i64| (1..=10_000).contains(v))?,
             scheduler_tick: Duration::from_millis(env.parse("LEVELUP_SCHEDULER_TICK_MS", 1000, positive)?),
             repush_after: Duration::from_secs(env.parse("LEVELUP_REPUSH_AFTER_SECS", 900, positive)?),
+            ses_max_send_rate: Some(
+                env.parse("LEVELUP_SES_MAX_SEND_RATE", 14.0, |v: &f64| *v >= 0.0 && v.is_finite())?,
+            )
+            .filter(|rate| *rate > 0.0),
+            throttle_penalty: Duration::from_secs(env.parse("LEVELUP_THROTTLE_PENALTY_SECS", 30, any)?),
+            email_retry: crate::resilience::retry::RetryPolicy {
+                max_attempts: env.parse("LEVELUP_EMAIL_MAX_ATTEMPTS", 8, positive)?,
+                base_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_BASE_MS", 1000, positive)?),
+                max_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_MAX_MS", 300_000, positive)?),
+            },
+            breaker: crate::resilience::breaker::BreakerSettings {
+                failure_threshold: env.parse("LEVELUP_BREAKER_THRESHOLD", 5, positive)?,
+                cool_down: Duration::from_millis(env.parse("LEVELUP_BREAKER_COOLDOWN_MS", 10_000, positive)?),
+                probes: env.parse("LEVELUP_BREAKER_PROBES", 1, positive)?,
+            },
         })
     }
 

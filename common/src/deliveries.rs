@@ -18,6 +18,8 @@ pub struct ClaimedDelivery {
     pub kind: String,
     pub attempts: i32,
     pub ambiguous: bool,
+    /// The last recorded error (from an earlier attempt), if any.
+    pub reason: Option<String>,
     pub subscriber_id: i64,
     pub email: String,
     pub first_name: Option<String>,
@@ -50,7 +52,7 @@ pub async fn claim(pool: &PgPool, id: i64, worker: &str, claim_timeout: Duration
                AND (state = 'queued' OR (state = 'sending' AND claimed_at < now() - make_interval(secs => $3)))
              RETURNING *
          )
-         SELECT d.id, d.week, d.kind, d.attempts, d.ambiguous, d.subscriber_id,
+         SELECT d.id, d.week, d.kind, d.attempts, d.ambiguous, d.reason, d.subscriber_id,
                 s.email, s.first_name, s.status AS subscriber_status, s.level,
                 sup.reason AS suppression,
                 d.challenge_id, c.title AS challenge_title, c.body AS challenge_body
@@ -110,32 +112,62 @@ pub async fn finish_unsent(pool: &PgPool, id: i64, worker: &str, state: &str, re
     Ok(())
 }
 
-/// Gives a claimed delivery back after a transient error, so the retry can claim it at once.
-/// `maybe_delivered` keeps the row flagged when the outcome of the attempt is unknown.
-pub async fn release(pool: &PgPool, id: i64, worker: &str, reason: &str, maybe_delivered: bool) -> sqlx::Result<()> {
+/// Gives a claimed delivery back for another attempt after `delay`; the scheduler pushes its
+/// job again when it is due. `spend_attempt = false` (breaker open, throttled) gives the
+/// attempt back. `maybe_delivered` keeps the row flagged when the outcome is unknown.
+pub async fn retry_later(
+    pool: &PgPool,
+    id: i64,
+    worker: &str,
+    delay: Duration,
+    reason: &str,
+    spend_attempt: bool,
+    maybe_delivered: bool,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE deliveries SET state = 'queued', reason = $3, ambiguous = ambiguous OR $4, updated_at = now()
+        "UPDATE deliveries
+         SET state = 'queued', pushed_at = NULL, claimed_by = NULL,
+             next_attempt_at = now() + make_interval(secs => $3),
+             attempts = CASE WHEN $5 THEN attempts ELSE greatest(attempts - 1, 0) END,
+             reason = $4, ambiguous = ambiguous OR $6, updated_at = now()
          WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
     )
     .bind(id)
     .bind(worker)
+    .bind(delay.as_secs_f64())
     .bind(reason)
+    .bind(spend_attempt)
     .bind(maybe_delivered)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Marks a delivery `failed` whatever its state, unless it was sent: for jobs that exhausted
-/// their attempts.
-pub async fn fail_unless_sent(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE deliveries SET state = 'failed', reason = $2, updated_at = now()
-         WHERE id = $1 AND state IN ('queued', 'sending')",
+/// Ends a claimed delivery that exhausted its attempts: `failed`, plus a dead letter that an
+/// operator can list and replay.
+pub async fn dead_letter(pool: &PgPool, id: i64, worker: &str, attempts: i32, last_error: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE deliveries SET state = 'failed', reason = $3, updated_at = now()
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
     )
     .bind(id)
-    .bind(reason)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .bind(worker)
+    .bind(format!("exhausted after {attempts} attempts: {last_error}"))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        sqlx::query(
+            "INSERT INTO dead_letters (queue, job, delivery_id, attempts, last_error)
+             VALUES ('email', jsonb_build_object('SendChallengeEmail', jsonb_build_object('delivery_id', $1::bigint)), $1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(last_error)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }

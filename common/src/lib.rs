@@ -11,6 +11,7 @@ pub mod mail;
 pub mod process;
 pub mod queue;
 pub mod redis_conn;
+pub mod resilience;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tokens;

@@ -174,10 +174,12 @@ pub async fn outstanding(pool: &PgPool, week: &str) -> sqlx::Result<i64> {
     .await
 }
 
-/// Next queued rows never pushed, in id order.
-pub async fn unpushed(pool: &PgPool, week: &str, limit: i64) -> sqlx::Result<Vec<i64>> {
+/// Queued rows due for (another) attempt and not in the queue, oldest due first.
+pub async fn due(pool: &PgPool, week: &str, limit: i64) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
-        "SELECT id FROM deliveries WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL ORDER BY id LIMIT $2",
+        "SELECT id FROM deliveries
+         WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, id LIMIT $2",
     )
     .bind(week)
     .bind(limit)
@@ -185,16 +187,27 @@ pub async fn unpushed(pool: &PgPool, week: &str, limit: i64) -> sqlx::Result<Vec
     .await
 }
 
-/// Rows pushed long ago and still unfinished: their job may have been lost (e.g. a Redis
-/// restart without persistence), so they are pushed again. A duplicate job is a no-op.
-pub async fn stale(pool: &PgPool, week: &str, older_than: Duration, limit: i64) -> sqlx::Result<Vec<i64>> {
+/// Rows whose job may have been lost, pushed again (a duplicate job is a no-op):
+/// `queued` rows pushed longer ago than `repush_after` (e.g. a Redis restart without
+/// persistence), and `sending` rows whose claim timed out (their worker died).
+pub async fn stale(
+    pool: &PgPool,
+    week: &str,
+    repush_after: Duration,
+    claim_timeout: Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
         "SELECT id FROM deliveries
-         WHERE week = $1 AND state IN ('queued', 'sending') AND pushed_at < now() - make_interval(secs => $2)
-         ORDER BY pushed_at LIMIT $3",
+         WHERE week = $1 AND (
+               (state = 'queued' AND pushed_at < now() - make_interval(secs => $2))
+            OR (state = 'sending' AND claimed_at < now() - make_interval(secs => $3)
+                AND pushed_at < now() - make_interval(secs => $3)))
+         ORDER BY pushed_at LIMIT $4",
     )
     .bind(week)
-    .bind(older_than.as_secs_f64())
+    .bind(repush_after.as_secs_f64())
+    .bind(claim_timeout.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
     .await

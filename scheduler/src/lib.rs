@@ -138,15 +138,16 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Tops the queue up to the window: never-pushed rows first, then rows whose job may have
-    /// been lost.
+    /// Tops the queue up to the window: rows due for an attempt first, then rows whose job may
+    /// have been lost.
     async fn feed(&mut self, week: &str) -> anyhow::Result<()> {
         let outstanding = weekly_runs::outstanding(&self.pool, week).await?;
         let free = self.config.queue_window - outstanding;
-        let mut ids = if free > 0 { weekly_runs::unpushed(&self.pool, week, free).await? } else { Vec::new() };
+        let mut ids = if free > 0 { weekly_runs::due(&self.pool, week, free).await? } else { Vec::new() };
         let room_for_stale = (self.config.queue_window - ids.len() as i64).clamp(0, 500);
         if room_for_stale > 0 {
-            ids.extend(weekly_runs::stale(&self.pool, week, self.config.repush_after, room_for_stale).await?);
+            let (repush_after, claim_timeout) = (self.config.repush_after, self.config.claim_timeout);
+            ids.extend(weekly_runs::stale(&self.pool, week, repush_after, claim_timeout, room_for_stale).await?);
         }
         if ids.is_empty() {
             return Ok(());

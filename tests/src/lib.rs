@@ -47,6 +47,10 @@ impl TestEnv {
                 ("LEVELUP_SHUTDOWN_GRACE_SECS", "5".to_owned()),
                 ("LEVELUP_DATABASE_MAX_CONNECTIONS", "5".to_owned()),
                 ("LEVELUP_LOG", "warn".to_owned()),
+                // Unlimited unless a test sets a rate; fast retries.
+                ("LEVELUP_SES_MAX_SEND_RATE", "0".to_owned()),
+                ("LEVELUP_RETRY_BASE_MS", "50".to_owned()),
+                ("LEVELUP_RETRY_MAX_MS", "1000".to_owned()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );

@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use apalis::prelude::*;
-use levelup_common::{Config, db, mail, queue, redis_conn, shutdown::CancellationToken, tokens::TokenSigner};
+use levelup_common::{
+    Config, db, mail, queue, redis_conn,
+    resilience::{breaker::CircuitBreaker, rate_limit::FleetRateLimiter},
+    shutdown::CancellationToken,
+    tokens::TokenSigner,
+};
 
 pub use send_email::{EmailContext, Outcome};
 
@@ -19,10 +24,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let pool = db::connect(&config).await?;
     let redis = redis_conn::connect(&config).await?;
     let transport = mail::transport_from_config(&config).await?;
+    let namespace = &config.redis_namespace;
     let context = Arc::new(EmailContext {
         pool,
         transport,
         signer: TokenSigner::new(config.token_keys.clone()),
+        breaker: CircuitBreaker::new(namespace, "ses", config.breaker.clone(), redis.clone()),
+        rate_limiter: FleetRateLimiter::new(
+            namespace,
+            "ses",
+            config.ses_max_send_rate.unwrap_or(0.0),
+            config.throttle_penalty,
+            redis.clone(),
+        ),
         worker_name: config.worker_name.clone(),
         config: Arc::new(config.clone()),
     });
