@@ -1,6 +1,7 @@
 //! Operator endpoints, behind the admin API key (`Authorization: Bearer <LEVELUP_ADMIN_API_KEY>`).
 
 use levelup_common::{
+    dead_letters::{self, DeadLetter},
     domain::IsoWeek,
     queue::{self, QueueDepth},
     weekly_runs::{self, Progress, WeeklyRun},
@@ -14,6 +15,8 @@ use crate::{AppState, problem::Problem};
 enum AdminTags {
     /// Weekly runs: trigger and inspect.
     AdminRuns,
+    /// Jobs that exhausted their retries: list and replay.
+    AdminDeadLetters,
 }
 
 /// The admin API key as a bearer token.
@@ -138,6 +141,55 @@ enum RunsResponse {
     Internal(Json<Problem>),
 }
 
+#[derive(Object)]
+struct DeadLetterView {
+    id: i64,
+    queue: String,
+    job: serde_json::Value,
+    delivery_id: Option<i64>,
+    attempts: i32,
+    last_error: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            queue: d.queue,
+            job: d.job,
+            delivery_id: d.delivery_id,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+        }
+    }
+}
+
+#[derive(Object)]
+struct Replayed {
+    /// Dead letters put back on their queue.
+    replayed: u64,
+}
+
+#[derive(ApiResponse)]
+enum DeadLettersResponse {
+    #[oai(status = 200)]
+    Ok(Json<Vec<DeadLetterView>>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+enum ReplayResponse {
+    #[oai(status = 200)]
+    Ok(Json<Replayed>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
 #[derive(ApiResponse)]
 enum QueueResponse {
     #[oai(status = 200)]
@@ -217,6 +269,39 @@ impl AdminApi {
                 format!("no run for {week}"),
             ))),
             Err(err) => RunResponse::Internal(internal(err)),
+        }
+    }
+
+    /// Dead letters not yet replayed, newest first.
+    #[oai(path = "/dead-letters", method = "get", tag = "AdminTags::AdminDeadLetters")]
+    async fn list_dead_letters(&self, _auth: AdminKey) -> DeadLettersResponse {
+        match dead_letters::list_open(&self.state.db, 500).await {
+            Ok(list) => DeadLettersResponse::Ok(Json(list.into_iter().map(Into::into).collect())),
+            Err(err) => DeadLettersResponse::Internal(internal(err)),
+        }
+    }
+
+    /// Replay one dead letter through the normal, idempotent path.
+    #[oai(path = "/dead-letters/:id/replay", method = "post", tag = "AdminTags::AdminDeadLetters")]
+    async fn replay_dead_letter(&self, _auth: AdminKey, id: Path<i64>) -> ReplayResponse {
+        match dead_letters::replay(&self.state.db, Some(*id)).await {
+            Ok(0) => ReplayResponse::NotFound(Json(Problem::new(
+                "dead-letter-not-found",
+                "No such dead letter",
+                404,
+                format!("no open dead letter {}", *id),
+            ))),
+            Ok(replayed) => ReplayResponse::Ok(Json(Replayed { replayed })),
+            Err(err) => ReplayResponse::Internal(internal(err)),
+        }
+    }
+
+    /// Replay every open dead letter.
+    #[oai(path = "/dead-letters/replay", method = "post", tag = "AdminTags::AdminDeadLetters")]
+    async fn replay_all_dead_letters(&self, _auth: AdminKey) -> ReplayResponse {
+        match dead_letters::replay(&self.state.db, None).await {
+            Ok(replayed) => ReplayResponse::Ok(Json(Replayed { replayed })),
+            Err(err) => ReplayResponse::Internal(internal(err)),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod deliveries;
 pub mod demo;
 pub mod domain;

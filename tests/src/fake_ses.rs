@@ -29,6 +29,7 @@ pub struct SesRequest {
     pub headers: Vec<(String, String)>,
     pub signed: bool,
     pub accepted: bool,
+    pub status: u16,
     pub at: Instant,
 }
 
@@ -47,6 +48,8 @@ pub struct Faults {
     pub unavailable_until: Option<Instant>,
     /// Answer 400 `MessageRejected` for these recipients.
     pub reject_recipients: Vec<String>,
+    /// Answer 503 for these recipients.
+    pub fail_recipients: Vec<String>,
     /// Delay before answering.
     pub latency: Duration,
 }
@@ -160,12 +163,15 @@ async fn send_email(req: &poem::Request, Json(body): Json<Value>, Data(state): D
             .unwrap_or_default(),
         signed,
         accepted: false,
+        status: 200,
         at: Instant::now(),
     };
     let response = if faults.unavailable_until.is_some_and(|until| Instant::now() < until) {
         error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Service unavailable")
     } else if faults.throttle_probability > 0.0 && rand::rng().random_bool(faults.throttle_probability.min(1.0)) {
         error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Maximum sending rate exceeded.")
+    } else if request.to.iter().any(|to| faults.fail_recipients.contains(to)) {
+        error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Service unavailable")
     } else if request.to.iter().any(|to| faults.reject_recipients.contains(to)) {
         error(StatusCode::BAD_REQUEST, "MessageRejected", "Email address is not verified.")
     } else if request.to.is_empty() || request.from.is_empty() || request.subject.is_empty() {
@@ -175,6 +181,7 @@ async fn send_email(req: &poem::Request, Json(body): Json<Value>, Data(state): D
         let id = format!("fake-{}", uuid::Uuid::new_v4().simple());
         Response::builder().content_type("application/json").body(serde_json::json!({ "MessageId": id }).to_string())
     };
+    request.status = response.status().as_u16();
     if state.light {
         request.text = String::new();
         request.html = String::new();

@@ -62,6 +62,32 @@ impl TestEnv {
         self
     }
 
+    /// Points the processes at `ses`, with run-friendly settings: no cron firing (tests trigger
+    /// runs), a fast scheduler tick, links under `https://levelup.example/`.
+    pub async fn with_fake_ses(ses: &fake_ses::FakeSes) -> Self {
+        let mut env = Self::new().await;
+        for (k, v) in ses.env() {
+            env.set(&k, v);
+        }
+        env.set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
+            .set("LEVELUP_SCHEDULER_TICK_MS", "100")
+            .set("LEVELUP_EMAIL_CONCURRENCY", "8")
+            .set("LEVELUP_PUBLIC_BASE_URL", "https://levelup.example/");
+        env
+    }
+
+    /// Waits until `week`'s run is completed.
+    pub async fn run_completed(
+        &self,
+        week: &str,
+        deadline: std::time::Duration,
+    ) -> levelup_common::weekly_runs::WeeklyRun {
+        wait_until(&format!("run {week} to complete"), deadline, || async {
+            levelup_common::weekly_runs::get(&self.db.pool, week).await.unwrap().filter(|r| r.status == "completed")
+        })
+        .await
+    }
+
     pub fn config(&self) -> Config {
         Config::from_lookup(|k| self.vars.get(k).cloned()).expect("test configuration is valid")
     }

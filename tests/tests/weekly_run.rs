@@ -15,22 +15,11 @@ const WEEK: &str = "2026-W47";
 const LEVELS: i16 = 3;
 
 async fn env_with_fake_ses(ses: &FakeSes) -> TestEnv {
-    let mut env = TestEnv::new().await;
-    for (k, v) in ses.env() {
-        env.set(&k, v);
-    }
-    env.set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099") // never: runs are triggered by the test
-        .set("LEVELUP_SCHEDULER_TICK_MS", "100")
-        .set("LEVELUP_EMAIL_CONCURRENCY", "8")
-        .set("LEVELUP_PUBLIC_BASE_URL", "https://levelup.example/");
-    env
+    TestEnv::with_fake_ses(ses).await
 }
 
 async fn wait_for_completion(env: &TestEnv, deadline: Duration) -> weekly_runs::WeeklyRun {
-    wait_until("the weekly run to complete", deadline, || async {
-        weekly_runs::get(&env.db.pool, WEEK).await.unwrap().filter(|r| r.status == "completed")
-    })
-    .await
+    env.run_completed(WEEK, deadline).await
 }
 
 fn signer() -> TokenSigner {

@@ -1,0 +1,232 @@
+//! Resilience around SES: throttling, an outage behind the circuit breaker, the fleet-wide rate
+//! limit, a worker killed mid-run, permanent errors, dead letters and their replay. Worker OS
+//! processes, real Redis and Postgres, the real aws-sdk-sesv2 client against the fake SES.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use levelup_common::{domain::IsoWeek, weekly_runs};
+use levelup_tests::{
+    ADMIN_KEY, TestEnv,
+    fake_ses::{FakeSes, Faults, SesRequest},
+    fixtures,
+    processes::{ChildProcess, spawn_api},
+    wait_until,
+};
+
+const WEEK: &str = "2026-W47";
+
+async fn start_run(env: &TestEnv, subscribers: i64) {
+    fixtures::challenges(&env.db.pool, 3, 2).await;
+    fixtures::subscribers(&env.db.pool, subscribers, 3).await;
+    weekly_runs::create(&env.db.pool, IsoWeek::parse(WEEK).unwrap(), "test").await.unwrap();
+}
+
+fn workers(env: &TestEnv, n: usize) -> Vec<ChildProcess> {
+    (0..n).map(|_| ChildProcess::spawn("levelup-worker", &[], &env.vars)).collect()
+}
+
+/// Every subscriber got exactly one accepted send.
+fn assert_one_accepted_each(accepted: &[SesRequest], subscribers: usize) {
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for r in accepted {
+        *per.entry(r.to[0].as_str()).or_default() += 1;
+    }
+    let duplicates: Vec<_> = per.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    assert_eq!(per.len(), subscribers, "every subscriber got one");
+}
+
+async fn dead_letter_count(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&env.db.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_percent_throttling_delivers_everyone_once_and_dead_letters_nothing() {
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults { throttle_probability: 0.3, ..Faults::default() });
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_THROTTLE_PENALTY_SECS", "1");
+    start_run(&env, 2000).await;
+    let _workers = workers(&env, 2);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    env.run_completed(WEEK, Duration::from_secs(240)).await;
+
+    let requests = ses.requests();
+    let throttled = requests.iter().filter(|r| r.status == 429).count();
+    assert!(throttled > 300, "the fake throttled about 30%: {throttled} of {}", requests.len());
+    assert_one_accepted_each(&ses.accepted(), 2000);
+    assert_eq!(ses.accepted().len(), 2000);
+    assert_eq!(dead_letter_count(&env).await, 0);
+    let progress = weekly_runs::progress(&env.db.pool, WEEK).await.unwrap();
+    assert_eq!((progress.sent, progress.failed), (2000, 0));
+    eprintln!("throttled answers: {throttled}; total requests {}", requests.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_opens_the_breaker_probes_stay_bounded_and_everyone_is_delivered_after_recovery() {
+    const OUTAGE: Duration = Duration::from_secs(20);
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults { latency: Duration::from_millis(5), ..Faults::default() });
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_BREAKER_THRESHOLD", "5")
+        .set("LEVELUP_BREAKER_COOLDOWN_MS", "1000")
+        .set("LEVELUP_BREAKER_PROBES", "1")
+        .set("LEVELUP_SES_MAX_SEND_RATE", "100");
+    start_run(&env, 3000).await;
+    let _workers = workers(&env, 2);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    wait_until("the run to be under way", Duration::from_secs(60), || async {
+        (ses.accepted().len() >= 300).then_some(())
+    })
+    .await;
+    let outage_start = Instant::now();
+    let outage_end = outage_start + OUTAGE;
+    ses.set_faults(Faults { unavailable_until: Some(outage_end), ..Faults::default() });
+    env.run_completed(WEEK, Duration::from_secs(240)).await;
+
+    let requests = ses.requests();
+    let during: Vec<&SesRequest> = requests.iter().filter(|r| r.at >= outage_start && r.at < outage_end).collect();
+    // Requests already in flight and the failures that open the breaker come first; after two
+    // seconds only probes may pass: at most `probes` (1) per cool-down interval (1 s), allowing
+    // one extra for an interval boundary.
+    let settled = outage_start + Duration::from_secs(2);
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for r in during.iter().filter(|r| r.at >= settled) {
+        *per_second.entry((r.at - settled).as_secs()).or_default() += 1;
+    }
+    let worst = per_second.values().copied().max().unwrap_or(0);
+    eprintln!("requests during the 20 s outage: {} (after the first 2 s: {:?})", during.len(), per_second);
+    assert!(worst <= 2, "the open breaker let through at most the probes: {per_second:?}");
+    assert!(during.len() < 60, "the fleet stopped hammering SES: {} requests in 20 s", during.len());
+    assert_eq!(dead_letter_count(&env).await, 0, "deferred, not failed");
+    assert_one_accepted_each(&ses.accepted(), 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_workers_share_a_fleet_wide_rate_of_fifty_per_second() {
+    let ses = FakeSes::start().await;
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_SES_MAX_SEND_RATE", "50");
+    start_run(&env, 1000).await;
+    let _workers = workers(&env, 4);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    env.run_completed(WEEK, Duration::from_secs(120)).await;
+
+    let mut times: Vec<Instant> = ses.requests().iter().map(|r| r.at).collect();
+    times.sort();
+    assert_eq!(times.len(), 1000);
+    // The busiest one-second window, sliding over every request.
+    let mut worst = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= Duration::from_secs(1) {
+            start += 1;
+        }
+        worst = worst.max(end - start + 1);
+    }
+    let span = times[times.len() - 1] - times[0];
+    eprintln!("1000 sends at 50/s across 4 workers: busiest second {worst}, span {span:?} (ideal 20 s)");
+    assert!(worst <= 55, "no one-second window above 50 (+10%): {worst}");
+    assert!(span <= Duration::from_secs(25), "within 1.25× the ideal 20 s: {span:?}");
+    assert_one_accepted_each(&ses.accepted(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_run_loses_nothing() {
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults { latency: Duration::from_millis(10), ..Faults::default() });
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_CLAIM_TIMEOUT_SECS", "3");
+    start_run(&env, 5000).await;
+    let mut workers = workers(&env, 3);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    wait_until("half the run", Duration::from_secs(120), || async { (ses.accepted().len() >= 2500).then_some(()) })
+        .await;
+    workers[0].kill_hard();
+    env.run_completed(WEEK, Duration::from_secs(240)).await;
+
+    let accepted = ses.accepted();
+    let distinct: HashSet<&str> = accepted.iter().map(|r| r.to[0].as_str()).collect();
+    let progress = weekly_runs::progress(&env.db.pool, WEEK).await.unwrap();
+    eprintln!(
+        "after SIGKILL of 1 of 3 workers: accepted sends {}, distinct recipients {}, ledger ambiguous {}",
+        accepted.len(),
+        distinct.len(),
+        progress.ambiguous
+    );
+    assert_eq!(progress.sent, 5000);
+    assert_eq!(distinct.len(), 5000, "everyone delivered");
+    // A duplicate is possible only for a send accepted just before the kill, and the ledger
+    // flags every such delivery.
+    assert!(accepted.len() - 5000 <= progress.ambiguous as usize, "every duplicate is counted as ambiguous");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permanent_errors_fail_at_once_and_exhausted_jobs_are_dead_lettered_then_replayed() {
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults {
+        reject_recipients: vec!["user1@example.com".into()],
+        fail_recipients: vec!["user2@example.com".into()],
+        ..Faults::default()
+    });
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_EMAIL_MAX_ATTEMPTS", "3");
+    start_run(&env, 20).await;
+    let _workers = workers(&env, 1);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    env.run_completed(WEEK, Duration::from_secs(60)).await;
+    let pool = &env.db.pool;
+
+    let to = |who: &str| ses.requests().into_iter().filter(|r| r.to[0] == who).count();
+    assert_eq!(to("user1@example.com"), 1, "MessageRejected is not retried");
+    assert_eq!(to("user2@example.com"), 3, "a transient error is retried up to the budget");
+    let rejected: (String, String) = sqlx::query_as(
+        "SELECT d.state, d.reason FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE s.email = 'user1@example.com'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(rejected.0, "failed");
+    assert!(rejected.1.contains("MessageRejected"), "{}", rejected.1);
+
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let dead: serde_json::Value = client
+        .get(api.url("/v1/admin/dead-letters"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "only the exhausted job: {dead:?}");
+    assert_eq!(dead[0]["attempts"], 3);
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("ServiceUnavailable"));
+
+    // SES recovers; the operator replays.
+    ses.set_faults(Faults::default());
+    let replay = client
+        .post(api.url(&format!("/v1/admin/dead-letters/{}/replay", dead[0]["id"])))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    env.run_completed(WEEK, Duration::from_secs(60)).await;
+    wait_until("the replayed email", Duration::from_secs(30), || async {
+        ses.accepted().iter().any(|r| r.to[0] == "user2@example.com").then_some(())
+    })
+    .await;
+    assert_eq!(ses.accepted().iter().filter(|r| r.to[0] == "user2@example.com").count(), 1);
+    // Replaying again finds nothing open, and a sent delivery is never re-sent.
+    let again = client.post(api.url("/v1/admin/dead-letters/replay")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["replayed"], 0);
+    assert_eq!(ses.accepted().len(), 19, "everyone but the rejected address, once");
+    api.stop().await.unwrap();
+}
