@@ -10,6 +10,7 @@ pub mod fake_ses;
 pub mod fixtures;
 pub mod processes;
 pub mod redis_ns;
+pub mod redis_server;
 pub mod wait;
 
 use std::collections::HashMap;

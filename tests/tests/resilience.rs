@@ -230,3 +230,44 @@ async fn permanent_errors_fail_at_once_and_exhausted_jobs_are_dead_lettered_then
     assert_eq!(ses.accepted().len(), 19, "everyone but the rejected address, once");
     api.stop().await.unwrap();
 }
+
+/// Restarts any process that exited, as compose's `restart: unless-stopped` or systemd would.
+/// Returns the exit statuses seen.
+fn supervise(processes: &mut [ChildProcess], env: &TestEnv, binary: &str) -> Vec<std::process::ExitStatus> {
+    let mut exits = Vec::new();
+    for process in processes.iter_mut() {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            exits.push(status);
+            *process = ChildProcess::spawn(binary, &[], &env.vars);
+        }
+    }
+    exits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_with_aof_mid_run_loses_nothing() {
+    let mut redis = levelup_tests::redis_server::PrivateRedis::start_with_aof().await;
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults { latency: Duration::from_millis(5), ..Faults::default() });
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("REDIS_URL", redis.url());
+    start_run(&env, 3000).await;
+    let mut worker_processes = workers(&env, 2);
+    let mut scheduler = vec![ChildProcess::spawn("levelup-scheduler", &[], &env.vars)];
+    wait_until("a third of the run", Duration::from_secs(120), || async {
+        (ses.accepted().len() >= 1000).then_some(())
+    })
+    .await;
+    redis.restart().await;
+    let mut exits = Vec::new();
+    wait_until("the run to complete after the Redis restart", Duration::from_secs(240), || {
+        exits.extend(supervise(&mut worker_processes, &env, "levelup-worker"));
+        exits.extend(supervise(&mut scheduler, &env, "levelup-scheduler"));
+        async { weekly_runs::get(&env.db.pool, WEEK).await.unwrap().filter(|r| r.status == "completed").map(|_| ()) }
+    })
+    .await;
+    eprintln!("process exits during the Redis restart (restarted by the test's supervisor): {exits:?}");
+    assert!(exits.iter().all(|s| !s.success()), "a process that gives up exits non-zero: {exits:?}");
+    assert_one_accepted_each(&ses.accepted(), 3000);
+    assert_eq!(ses.accepted().len(), 3000);
+}

@@ -39,7 +39,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         worker_name: config.worker_name.clone(),
         config: Arc::new(config.clone()),
+        in_flight: tokio_util::task::TaskTracker::new(),
     });
+    let in_flight = context.in_flight.clone();
     tracing::info!(worker = %config.worker_name, transport = context.transport.name(), "worker started");
     let worker = WorkerBuilder::new(format!("{}-email", config.worker_name))
         .backend(queue::email_storage(&config, redis))
@@ -47,12 +49,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .data(context)
         .build(send_email::handle);
     let grace = config.shutdown_grace;
+    let requested = shutdown.clone();
     let stop = async move {
-        shutdown.cancelled().await;
+        requested.cancelled().await;
         tracing::info!(?grace, "draining in-flight jobs");
         Ok::<(), std::io::Error>(())
     };
-    worker.run_until(stop).await.context("email worker stopped")?;
+    let result = worker.run_until(stop).await.context("email worker failed");
+    // Whatever ended the worker, let the jobs already running finish and record their outcome.
+    in_flight.close();
+    if tokio::time::timeout(grace, in_flight.wait()).await.is_err() {
+        tracing::warn!(still_running = in_flight.len(), "grace period over with jobs still running");
+    }
+    result?;
+    // apalis ends a worker whose backend failed (e.g. Redis gone) as if it had finished: never
+    // linger as a process that consumes nothing. Exit non-zero so the supervisor restarts us.
+    anyhow::ensure!(
+        shutdown.is_cancelled(),
+        "email worker stopped unexpectedly (queue backend failed); exiting to be restarted"
+    );
     tracing::info!("worker stopped");
     Ok(())
 }

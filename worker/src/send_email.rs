@@ -36,6 +36,9 @@ pub struct EmailContext {
     pub rate_limiter: FleetRateLimiter,
     pub worker_name: String,
     pub config: Arc<Config>,
+    /// Every job runs as a tracked task, so that a job whose apalis future is dropped (the
+    /// queue backend failed, shutdown) still records what it sent before the process exits.
+    pub in_flight: tokio_util::task::TaskTracker,
 }
 
 /// What happened to one job.
@@ -70,7 +73,13 @@ pub enum JobError {
 }
 
 pub async fn handle(job: SendChallengeEmail, context: Data<Arc<EmailContext>>) -> Result<(), BoxDynError> {
-    match context.process(job.delivery_id).await {
+    let task_context = Arc::clone(&context);
+    let result = context
+        .in_flight
+        .spawn(async move { task_context.process(job.delivery_id).await })
+        .await
+        .map_err(|join_error| -> BoxDynError { format!("email job panicked: {join_error}").into() })?;
+    match result {
         Ok(outcome) => {
             metrics::counter!("levelup_email_jobs_total", "outcome" => outcome.label()).increment(1);
             tracing::debug!(delivery_id = job.delivery_id, ?outcome, "email job done");
@@ -129,35 +138,56 @@ impl EmailContext {
             Ok(email) => email,
             Err(reason) => return self.fail(delivery_id, reason).await,
         };
-        if let Permit::Denied { retry_after } = self.breaker.permit().await? {
-            return self.give_back(delivery_id, retry_after, "circuit breaker open", false, false).await;
+        // Before the send, a Redis failure (breaker or limiter unreadable) gives the claim back
+        // at once instead of leaving the row held until the claim times out.
+        let fleet_unavailable = Duration::from_secs(1);
+        match self.breaker.permit().await {
+            Ok(Permit::Denied { retry_after }) => {
+                return self.give_back(delivery_id, retry_after, "circuit breaker open", false, false).await;
+            }
+            Ok(Permit::Allowed | Permit::Probe) => {}
+            Err(err) => {
+                return self.give_back(delivery_id, fleet_unavailable, &format!("breaker: {err}"), false, false).await;
+            }
         }
-        if let Reservation::TooFar { retry_after } = self.rate_limiter.acquire(MAX_RATE_WAIT).await? {
-            return self.give_back(delivery_id, retry_after, "rate limit", false, false).await;
+        match self.rate_limiter.acquire(MAX_RATE_WAIT).await {
+            Ok(Reservation::Granted) => {}
+            Ok(Reservation::TooFar { retry_after }) => {
+                return self.give_back(delivery_id, retry_after, "rate limit", false, false).await;
+            }
+            Err(err) => {
+                return self
+                    .give_back(delivery_id, fleet_unavailable, &format!("rate limit: {err}"), false, false)
+                    .await;
+            }
         }
+        // After the send, the ledger comes first: nothing may stand between an accepted send and
+        // its record. Breaker bookkeeping is best effort.
         match self.transport.send(&email).await {
             Ok(message_id) => {
-                self.breaker.record_success().await?;
                 if !deliveries::mark_sent(&self.pool, delivery_id, &self.worker_name, &message_id).await? {
                     metrics::counter!("levelup_email_possible_duplicates_total").increment(1);
                     tracing::error!(delivery_id, "send recorded after our claim was taken over: possible duplicate");
                 }
+                self.note(self.breaker.record_success().await);
                 Ok(Outcome::Sent { message_id })
             }
             Err(SendError::Permanent { reason }) => {
+                let outcome = self.fail(delivery_id, reason).await;
                 // The provider answered: it is up.
-                self.breaker.record_success().await?;
-                self.fail(delivery_id, reason).await
+                self.note(self.breaker.record_success().await);
+                outcome
             }
             Err(SendError::Transient { reason, throttled: true, maybe_delivered }) => {
                 // Too fast for the provider: slow the whole fleet down, and do not count it
                 // against this job.
-                self.rate_limiter.throttled().await?;
                 let delay = policy.delay(1).max(Duration::from_millis(100));
-                self.give_back(delivery_id, delay, &reason, false, maybe_delivered).await
+                let outcome = self.give_back(delivery_id, delay, &reason, false, maybe_delivered).await;
+                self.note(self.rate_limiter.throttled().await);
+                outcome
             }
             Err(SendError::Transient { reason, maybe_delivered, .. }) => {
-                self.breaker.record_failure().await?;
+                self.note(self.breaker.record_failure().await);
                 let attempts = claimed.attempts as u32;
                 if policy.exhausted(attempts) {
                     deliveries::dead_letter(&self.pool, delivery_id, &self.worker_name, claimed.attempts, &reason)
@@ -167,6 +197,12 @@ impl EmailContext {
                 }
                 self.give_back(delivery_id, policy.delay(attempts), &reason, true, maybe_delivered).await
             }
+        }
+    }
+
+    fn note(&self, bookkeeping: redis::RedisResult<()>) {
+        if let Err(err) = bookkeeping {
+            tracing::warn!(error = %err, "fleet resilience state not updated (Redis)");
         }
     }
 
