@@ -3,6 +3,7 @@
 //! and enqueues jobs.
 
 mod admin;
+mod metrics;
 mod ops;
 mod problem;
 mod state;
@@ -35,7 +36,9 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .nest("/", api.around(limit_body_size))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", metrics::render)
         .data(state)
+        .around(metrics::record)
         .with(middleware::Tracing)
         .with(middleware::CatchPanic::new())
 }
@@ -43,6 +46,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains in-flight requests
 /// for at most the configured grace period.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    levelup_common::telemetry::metrics_handle();
     let state = AppState::new(config.clone()).await?;
     listener.set_nonblocking(true).context("listener set_nonblocking")?;
     let address = listener.local_addr().context("listener address")?;

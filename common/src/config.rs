@@ -81,6 +81,8 @@ pub struct Config {
     pub throttle_penalty: Duration,
     pub email_retry: crate::resilience::retry::RetryPolicy,
     pub breaker: crate::resilience::breaker::BreakerSettings,
+    /// Where the worker and scheduler serve Prometheus metrics (`None`: not served).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Config {
@@ -162,6 +164,12 @@ impl Config {
                 max_attempts: env.parse("LEVELUP_EMAIL_MAX_ATTEMPTS", 8, positive)?,
                 base_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_BASE_MS", 1000, positive)?),
                 max_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_MAX_MS", 300_000, positive)?),
+            },
+            metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
+                None => None,
+                Some(raw) => Some(
+                    raw.parse().map_err(|_| env.error("LEVELUP_METRICS_BIND", format!("invalid address `{raw}`")))?,
+                ),
             },
             breaker: crate::resilience::breaker::BreakerSettings {
                 failure_threshold: env.parse("LEVELUP_BREAKER_THRESHOLD", 5, positive)?,

@@ -29,3 +29,32 @@ pub fn redact_email(email: &str) -> String {
         None => "***".to_owned(),
     }
 }
+
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle, whose `render()`
+/// is the `/metrics` text.
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    METRICS
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (e.g. several services in one test process): keep ours
+            // as a handle anyway so rendering works.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Serves Prometheus metrics on `bind` (`GET /metrics`) for processes without an HTTP API
+/// (worker, scheduler), using the exporter's own listener.
+pub fn serve_metrics(bind: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(bind)
+        .install()
+        .with_context(|| format!("starting the metrics listener on LEVELUP_METRICS_BIND={bind}"))?;
+    tracing::info!(%bind, "metrics listening");
+    Ok(())
+}

@@ -30,7 +30,10 @@ async fn main() {
     };
     let config = process::start("levelup-scheduler");
     let result = match week {
-        None => levelup_scheduler::run(config, shutdown::on_signal()).await,
+        None => match config.metrics_bind.map(levelup_common::telemetry::serve_metrics).transpose() {
+            Ok(_) => levelup_scheduler::run(config, shutdown::on_signal()).await,
+            Err(err) => Err(err),
+        },
         Some(week) => {
             async {
                 let pool = db::connect(&config).await?;

@@ -190,6 +190,22 @@ async fn readyz_is_503_when_redis_is_unreachable() {
 }
 
 #[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let env = TestEnv::new().await;
+    let api = spawn_api(env.config());
+    for _ in 0..3 {
+        reqwest::get(api.url("/healthz")).await.unwrap();
+    }
+    let text = reqwest::get(api.url("/metrics")).await.unwrap().text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("levelup_http_requests_total") && l.contains(r#"route="/healthz""#))
+        .unwrap_or_else(|| panic!("healthz counted: {text}"));
+    assert!(line.contains(r#"status="200""#), "{line}");
+    api.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn openapi_document_is_served() {
     let env = TestEnv::new().await;
     let api = spawn_api(env.config());

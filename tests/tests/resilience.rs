@@ -76,7 +76,17 @@ async fn an_outage_opens_the_breaker_probes_stay_bounded_and_everyone_is_deliver
         .set("LEVELUP_BREAKER_PROBES", "1")
         .set("LEVELUP_SES_MAX_SEND_RATE", "100");
     start_run(&env, 3000).await;
-    let _workers = workers(&env, 2);
+    // Each worker serves its metrics, to check that breaker transitions are exported.
+    let metrics_ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let _workers: Vec<ChildProcess> = metrics_ports
+        .iter()
+        .map(|port| {
+            let mut vars = env.vars.clone();
+            vars.insert("LEVELUP_METRICS_BIND".into(), format!("127.0.0.1:{port}"));
+            ChildProcess::spawn("levelup-worker", &[], &vars)
+        })
+        .collect();
     let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     wait_until("the run to be under way", Duration::from_secs(60), || async {
         (ses.accepted().len() >= 300).then_some(())
@@ -103,6 +113,13 @@ async fn an_outage_opens_the_breaker_probes_stay_bounded_and_everyone_is_deliver
     assert!(during.len() < 60, "the fleet stopped hammering SES: {} requests in 20 s", during.len());
     assert_eq!(dead_letter_count(&env).await, 0, "deferred, not failed");
     assert_one_accepted_each(&ses.accepted(), 3000);
+
+    let mut exported = String::new();
+    for port in metrics_ports {
+        exported += &reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    }
+    assert!(exported.contains(r#"levelup_breaker_transitions_total{dependency="ses",to="open"}"#), "{exported}");
+    assert!(exported.contains(r#"levelup_breaker_transitions_total{dependency="ses",to="closed"}"#), "{exported}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -270,4 +287,65 @@ async fn a_redis_restart_with_aof_mid_run_loses_nothing() {
     assert!(exits.iter().all(|s| !s.success()), "a process that gives up exits non-zero: {exits:?}");
     assert_one_accepted_each(&ses.accepted(), 3000);
     assert_eq!(ses.accepted().len(), 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_in_flight_sends_before_the_worker_exits() {
+    let ses = FakeSes::start().await;
+    ses.set_faults(Faults { latency: Duration::from_millis(1500), ..Faults::default() });
+    let env = TestEnv::with_fake_ses(&ses).await;
+    start_run(&env, 40).await;
+    let mut worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let pool = &env.db.pool;
+    let in_flight = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE state = 'sending'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    wait_until("sends in flight", Duration::from_secs(30), || async { (in_flight().await > 0).then_some(()) }).await;
+    let status = worker.terminate();
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    assert_eq!(in_flight().await, 0, "every send in flight was finished and recorded before exit");
+    let sent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'sent'").fetch_one(pool).await.unwrap();
+    assert!(sent > 0);
+    assert_eq!(ses.accepted().len() as i64, sent, "every accepted send is in the ledger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_worker_keeps_dying_ends_in_the_dead_letters() {
+    let ses = FakeSes::start().await;
+    let mut env = TestEnv::with_fake_ses(&ses).await;
+    env.set("LEVELUP_EMAIL_MAX_ATTEMPTS", "3").set("LEVELUP_CLAIM_TIMEOUT_SECS", "1");
+    start_run(&env, 3).await;
+    let pool = &env.db.pool;
+    // Fan out with no worker running, then make delivery 1 look like it was claimed three times
+    // by workers that died mid-attempt (state `sending`, claim long expired).
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    wait_until("the fan-out", Duration::from_secs(30), || async {
+        weekly_runs::get(pool, WEEK).await.unwrap().filter(|r| r.status == "sending").map(|_| ())
+    })
+    .await;
+    sqlx::query(
+        "UPDATE deliveries SET state = 'sending', attempts = 3, claimed_by = 'dead-worker',
+                claimed_at = now() - interval '1 minute', pushed_at = now() - interval '1 minute'
+         WHERE subscriber_id = 1",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    env.run_completed(WEEK, Duration::from_secs(60)).await;
+    let (state, ambiguous): (String, bool) =
+        sqlx::query_as("SELECT state, ambiguous FROM deliveries WHERE subscriber_id = 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert!(ambiguous, "its earlier attempts may have reached SES");
+    assert_eq!(dead_letter_count(&env).await, 1);
+    assert!(ses.requests().iter().all(|r| r.to[0] != "user1@example.com"), "not attempted a fourth time");
+    assert_eq!(ses.accepted().len(), 2, "the others are delivered");
 }

@@ -5,6 +5,9 @@ use levelup_common::{process, shutdown};
 #[tokio::main]
 async fn main() {
     let config = process::start("levelup-worker");
-    let result = levelup_worker::run(config, shutdown::on_signal()).await;
+    let result = match config.metrics_bind.map(levelup_common::telemetry::serve_metrics).transpose() {
+        Ok(_) => levelup_worker::run(config, shutdown::on_signal()).await,
+        Err(err) => Err(err),
+    };
     process::exit_on_error("levelup-worker", result);
 }
