@@ -5,8 +5,10 @@
 mod admin;
 mod metrics;
 mod ops;
+mod pages;
 mod problem;
 mod state;
+mod subscriber;
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -18,9 +20,16 @@ use poem_openapi::OpenApiService;
 pub use state::AppState;
 
 /// The OpenAPI service: every API group, so `/openapi.json` documents all of them.
-fn openapi(state: &AppState, config: &Config) -> OpenApiService<(ops::OpsApi, admin::AdminApi), ()> {
+fn openapi(
+    state: &AppState,
+    config: &Config,
+) -> OpenApiService<(ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi), ()> {
     let server = config.public_base_url.as_str().trim_end_matches('/').to_owned();
-    let apis = (ops::OpsApi { state: state.clone() }, admin::AdminApi { state: state.clone() });
+    let apis = (
+        ops::OpsApi { state: state.clone() },
+        subscriber::SubscriberApi { state: state.clone() },
+        admin::AdminApi { state: state.clone() },
+    );
     OpenApiService::new(apis, "LevelUp", env!("CARGO_PKG_VERSION"))
         .description("Weekly challenge emails for Shopify subscribers: subscriber and operator API.")
         .server(server)
@@ -37,6 +46,10 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics::render)
+        .at("/challenge/:id", poem::get(pages::challenge_page).post(pages::submit_challenge))
+        .at("/level", poem::get(pages::level_page))
+        .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
+        .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
         .data(state)
         .around(metrics::record)
         .with(middleware::Tracing)

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    pub signer: levelup_common::tokens::TokenSigner,
     pub db: PgPool,
     pub redis: RedisHandle,
 }
@@ -29,9 +30,21 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         Ok(Self {
+            signer: levelup_common::tokens::TokenSigner::new(config.token_keys.clone()),
             db: db::connect_lazy(&config)?,
             redis: RedisHandle { config: config.clone(), connection: Arc::default() },
             config,
         })
+    }
+}
+
+impl AppState {
+    /// Verifies a subscriber link token for `purpose`.
+    pub fn verify(
+        &self,
+        token: &str,
+        purpose: levelup_common::tokens::Purpose,
+    ) -> Result<levelup_common::tokens::Claims, levelup_common::tokens::TokenError> {
+        self.signer.verify(token, purpose, chrono::Utc::now().timestamp())
     }
 }

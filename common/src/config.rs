@@ -83,6 +83,8 @@ pub struct Config {
     pub breaker: crate::resilience::breaker::BreakerSettings,
     /// Where the worker and scheduler serve Prometheus metrics (`None`: not served).
     pub metrics_bind: Option<SocketAddr>,
+    /// Distinct challenges passed at a level that move a subscriber up one level.
+    pub promotion_passes: i64,
 }
 
 impl Config {
@@ -165,6 +167,7 @@ impl Config {
                 base_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_BASE_MS", 1000, positive)?),
                 max_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_MAX_MS", 300_000, positive)?),
             },
+            promotion_passes: env.parse("LEVELUP_PROMOTION_PASSES", 3, positive)?,
             metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
                 None => None,
                 Some(raw) => Some(

@@ -14,6 +14,7 @@ pub mod queue;
 pub mod redis_conn;
 pub mod resilience;
 pub mod shutdown;
+pub mod subscribers;
 pub mod telemetry;
 pub mod tokens;
 pub mod weekly_runs;

@@ -1,0 +1,238 @@
+//! The subscriber's JSON API (`/v1`), authenticated by the signed link token (`?token=`), never by
+//! a bare user id.
+
+use levelup_common::{
+    subscribers::{self, QUESTIONS},
+    tokens::{Claims, Purpose},
+};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Tags,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use crate::{AppState, problem::Problem};
+
+#[derive(Tags)]
+enum SubscriberTags {
+    /// What a subscriber does from the links in their email.
+    Subscriber,
+}
+
+pub struct SubscriberApi {
+    pub state: AppState,
+}
+
+#[derive(Object)]
+struct Challenge {
+    id: i64,
+    level: i16,
+    title: String,
+    body: String,
+}
+
+#[derive(Object)]
+struct NewSubmission {
+    /// The subscriber's answer (code, link or text).
+    #[oai(validator(max_length = 20000))]
+    answer: String,
+    /// Whether the subscriber passed the challenge's checks.
+    passed: bool,
+}
+
+#[derive(Object)]
+struct SubmissionResult {
+    submission_id: i64,
+    passed: bool,
+    level: i16,
+    promoted: bool,
+    passed_at_level: i64,
+    passes_to_next_level: i64,
+}
+
+#[derive(Object)]
+struct Questionnaire {
+    /// Yes/no answers, in the order of `GET /v1/questionnaire`'s questions.
+    #[oai(validator(min_items = 6, max_items = 6))]
+    answers: Vec<bool>,
+}
+
+#[derive(Object)]
+struct Question {
+    text: String,
+    level: i16,
+}
+
+#[derive(Object)]
+struct LevelChangeView {
+    from_level: Option<i16>,
+    to_level: i16,
+    reason: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Object)]
+struct LevelView {
+    /// `null` until the placement questionnaire is taken.
+    level: Option<i16>,
+    passed_at_level: i64,
+    passes_to_next_level: i64,
+    history: Vec<LevelChangeView>,
+}
+
+#[derive(ApiResponse)]
+enum Answer<T: poem_openapi::types::ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    #[oai(status = 201)]
+    Created(Json<T>),
+    /// Missing, forged or expired token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+fn internal<T: poem_openapi::types::ToJSON + Send + Sync>(err: impl std::fmt::Display) -> Answer<T> {
+    tracing::error!(error = %err, "subscriber request failed");
+    Answer::Internal(Json(Problem::internal()))
+}
+
+impl SubscriberApi {
+    fn claims<T: poem_openapi::types::ToJSON + Send + Sync>(&self, token: &str) -> Result<Claims, Answer<T>> {
+        self.state.verify(token, Purpose::Access).map_err(|err| {
+            Answer::Unauthorized(Json(Problem::new("invalid-token", "Invalid link token", 401, err.to_string())))
+        })
+    }
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "SubscriberTags::Subscriber")]
+impl SubscriberApi {
+    /// A challenge the subscriber was sent.
+    #[oai(path = "/challenges/:id", method = "get")]
+    async fn get_challenge(&self, id: Path<i64>, token: Query<String>) -> Answer<Challenge> {
+        let claims = match self.claims(&token) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match subscribers::sent_challenge(&self.state.db, claims.subscriber_id, *id).await {
+            Ok(Some(c)) => Answer::Ok(Json(Challenge { id: c.id, level: c.level, title: c.title, body: c.body })),
+            Ok(None) => Answer::NotFound(Json(Problem::new(
+                "challenge-not-found",
+                "No such challenge",
+                404,
+                "no challenge with this id was sent to you",
+            ))),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// Submit a challenge; passing enough challenges at a level moves the subscriber up.
+    #[oai(path = "/challenges/:id/submissions", method = "post")]
+    async fn submit(&self, id: Path<i64>, token: Query<String>, body: Json<NewSubmission>) -> Answer<SubmissionResult> {
+        let claims = match self.claims(&token) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let pool = &self.state.db;
+        let challenge = match subscribers::sent_challenge(pool, claims.subscriber_id, *id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Answer::NotFound(Json(Problem::new(
+                    "challenge-not-found",
+                    "No such challenge",
+                    404,
+                    "no challenge with this id was sent to you",
+                )));
+            }
+            Err(err) => return internal(err),
+        };
+        let passes = self.state.config.promotion_passes;
+        match subscribers::submit(pool, claims.subscriber_id, &challenge, &body.answer, body.passed, passes).await {
+            Ok(o) => Answer::Created(Json(SubmissionResult {
+                submission_id: o.submission_id,
+                passed: o.passed,
+                level: o.level,
+                promoted: o.promoted,
+                passed_at_level: o.passed_at_level,
+                passes_to_next_level: (passes - o.passed_at_level).max(0),
+            })),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// The placement questionnaire's questions.
+    #[oai(path = "/questionnaire", method = "get")]
+    async fn questions(&self) -> Json<Vec<Question>> {
+        Json(QUESTIONS.iter().map(|(text, level)| Question { text: (*text).to_owned(), level: *level }).collect())
+    }
+
+    /// Answer the placement questionnaire: sets the subscriber's level (the seed's `POST /questionaire`).
+    #[oai(path = "/questionnaire", method = "post")]
+    async fn answer_questionnaire(&self, token: Query<String>, body: Json<Questionnaire>) -> Answer<LevelView> {
+        let claims = match self.claims(&token) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let (score, level) = subscribers::placement_level(&body.answers);
+        let answers = serde_json::json!(body.answers);
+        if let Err(err) = subscribers::place(&self.state.db, claims.subscriber_id, &answers, score, level).await {
+            return internal(err);
+        }
+        match self.level_view(claims.subscriber_id).await {
+            Ok(view) => Answer::Created(Json(view)),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// The subscriber's level, progress to the next level and level history.
+    #[oai(path = "/level", method = "get")]
+    async fn level(&self, token: Query<String>) -> Answer<LevelView> {
+        let claims = match self.claims(&token) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match self.level_view(claims.subscriber_id).await {
+            Ok(view) => Answer::Ok(Json(view)),
+            Err(sqlx::Error::RowNotFound) => Answer::Unauthorized(Json(Problem::new(
+                "invalid-token",
+                "Invalid link token",
+                401,
+                "this subscriber no longer exists",
+            ))),
+            Err(err) => internal(err),
+        }
+    }
+}
+
+impl SubscriberApi {
+    async fn level_view(&self, id: i64) -> sqlx::Result<LevelView> {
+        level_view(&self.state, id).await
+    }
+}
+
+async fn level_view(state: &AppState, id: i64) -> sqlx::Result<LevelView> {
+    let pool = &state.db;
+    let subscriber = subscribers::get(pool, id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    let passed = match subscriber.level {
+        Some(level) => subscribers::passed_at_level(pool, id, level).await?,
+        None => 0,
+    };
+    let history = subscribers::history(pool, id).await?;
+    Ok(LevelView {
+        level: subscriber.level,
+        passed_at_level: passed,
+        passes_to_next_level: (state.config.promotion_passes - passed).max(0),
+        history: history
+            .into_iter()
+            .map(|h| LevelChangeView {
+                from_level: h.from_level,
+                to_level: h.to_level,
+                reason: h.reason,
+                at: h.created_at,
+            })
+            .collect(),
+    })
+}

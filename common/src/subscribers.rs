@@ -1,0 +1,241 @@
+//! Subscriber-side operations: level and progress, the placement questionnaire, submissions and
+//! the level-up rule, unsubscribe.
+//!
+//! Level-up rule: a subscriber moves up one level once they have passed
+//! `promotion_passes` distinct challenges at their current level (configurable,
+//! `LEVELUP_PROMOTION_PASSES`, default 3), up to the highest level that has challenges. Every
+//! change is kept in `level_history`.
+
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct SubscriberView {
+    pub id: i64,
+    pub first_name: Option<String>,
+    pub status: String,
+    pub level: Option<i16>,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct LevelChange {
+    pub from_level: Option<i16>,
+    pub to_level: i16,
+    pub reason: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ChallengeRow {
+    pub id: i64,
+    pub level: i16,
+    pub title: String,
+    pub body: String,
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<SubscriberView>> {
+    sqlx::query_as("SELECT id, first_name, status, level FROM subscribers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn history(pool: &PgPool, id: i64) -> sqlx::Result<Vec<LevelChange>> {
+    sqlx::query_as(
+        "SELECT from_level, to_level, reason, created_at FROM level_history WHERE subscriber_id = $1 ORDER BY created_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Distinct challenges passed at `level`.
+pub async fn passed_at_level(pool: &PgPool, id: i64, level: i16) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(DISTINCT s.challenge_id) FROM submissions s JOIN challenges c ON c.id = s.challenge_id
+         WHERE s.subscriber_id = $1 AND s.passed AND c.level = $2",
+    )
+    .bind(id)
+    .bind(level)
+    .fetch_one(pool)
+    .await
+}
+
+/// A challenge the subscriber was sent (subscribers only see their own challenges).
+pub async fn sent_challenge(
+    pool: &PgPool,
+    subscriber_id: i64,
+    challenge_id: i64,
+) -> sqlx::Result<Option<ChallengeRow>> {
+    sqlx::query_as(
+        "SELECT c.id, c.level, c.title, c.body FROM challenges c
+         WHERE c.id = $2 AND EXISTS (
+             SELECT 1 FROM deliveries d WHERE d.subscriber_id = $1 AND d.challenge_id = c.id AND d.state = 'sent')",
+    )
+    .bind(subscriber_id)
+    .bind(challenge_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Placement: the answers' score sets the level (and history), once per questionnaire taken.
+pub async fn place(pool: &PgPool, id: i64, answers: &serde_json::Value, score: i32, level: i16) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let previous: Option<Option<i16>> = sqlx::query_scalar("SELECT level FROM subscribers WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(previous) = previous else { return Err(sqlx::Error::RowNotFound) };
+    sqlx::query(
+        "INSERT INTO questionnaire_results (subscriber_id, answers, score, assigned_level) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(answers)
+    .bind(score)
+    .bind(level)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE subscribers SET level = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(level)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO level_history (subscriber_id, from_level, to_level, reason) VALUES ($1, $2, $3, 'placement')",
+    )
+    .bind(id)
+    .bind(previous)
+    .bind(level)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SubmissionOutcome {
+    pub submission_id: i64,
+    pub passed: bool,
+    /// The level after this submission.
+    pub level: i16,
+    pub promoted: bool,
+    /// Distinct challenges passed at the (new) current level.
+    pub passed_at_level: i64,
+}
+
+/// Records a submission and applies the level-up rule, atomically (the subscriber row is locked,
+/// so concurrent submissions cannot promote twice).
+pub async fn submit(
+    pool: &PgPool,
+    subscriber_id: i64,
+    challenge: &ChallengeRow,
+    answer: &str,
+    passed: bool,
+    promotion_passes: i64,
+) -> sqlx::Result<SubmissionOutcome> {
+    let mut tx = pool.begin().await?;
+    let level: Option<i16> = sqlx::query_scalar("SELECT level FROM subscribers WHERE id = $1 FOR UPDATE")
+        .bind(subscriber_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let submission_id: i64 = sqlx::query_scalar(
+        "INSERT INTO submissions (subscriber_id, challenge_id, answer, passed) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(subscriber_id)
+    .bind(challenge.id)
+    .bind(answer)
+    .bind(passed)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut current = level.unwrap_or(challenge.level);
+    let count_at = |level: i16| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(DISTINCT s.challenge_id) FROM submissions s JOIN challenges c ON c.id = s.challenge_id
+             WHERE s.subscriber_id = $1 AND s.passed AND c.level = $2",
+        )
+        .bind(subscriber_id)
+        .bind(level)
+    };
+    let passed_here = count_at(current).fetch_one(&mut *tx).await?;
+    let highest: Option<i16> =
+        sqlx::query_scalar("SELECT max(level) FROM challenges WHERE NOT archived").fetch_one(&mut *tx).await?;
+    let mut promoted = false;
+    if passed && passed_here >= promotion_passes && highest.is_some_and(|h| current < h) {
+        sqlx::query("UPDATE subscribers SET level = $2, updated_at = now() WHERE id = $1")
+            .bind(subscriber_id)
+            .bind(current + 1)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO level_history (subscriber_id, from_level, to_level, reason) VALUES ($1, $2, $3, 'promotion')",
+        )
+        .bind(subscriber_id)
+        .bind(current)
+        .bind(current + 1)
+        .execute(&mut *tx)
+        .await?;
+        current += 1;
+        promoted = true;
+    }
+    let passed_at_level = if promoted { count_at(current).fetch_one(&mut *tx).await? } else { passed_here };
+    tx.commit().await?;
+    Ok(SubmissionOutcome { submission_id, passed, level: current, promoted, passed_at_level })
+}
+
+/// Unsubscribes and suppresses the address, so no later import or sync re-activates it.
+/// Returns whether the subscriber was active.
+pub async fn unsubscribe(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE subscribers SET status = 'unsubscribed', status_changed_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'active'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "INSERT INTO suppressions (email_lower, reason, detail)
+         SELECT lower(email), 'unsubscribe', 'subscriber link' FROM subscribers WHERE id = $1
+         ON CONFLICT (email_lower) DO NOTHING",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(changed == 1)
+}
+
+/// The placement questionnaire: six yes/no questions, two per level. The level is one more than
+/// the number of levels whose both questions were answered "yes", counting from level 1 and
+/// stopping at the first level not mastered (capped at 3).
+pub const QUESTIONS: [(&str, i16); 6] = [
+    ("I can write a loop that prints the numbers 1 to 100.", 1),
+    ("I can write a function that takes arguments and returns a value.", 1),
+    ("I can use a hash map / dictionary to count things.", 2),
+    ("I can read a file and process it line by line.", 2),
+    ("I can explain the time complexity of my code (big-O).", 3),
+    ("I can implement a data structure such as a linked list or a cache.", 3),
+];
+
+pub fn placement_level(answers: &[bool]) -> (i32, i16) {
+    let score = answers.iter().filter(|a| **a).count() as i32;
+    let mut level = 1;
+    for mastered in 1..=2_i16 {
+        let both = QUESTIONS.iter().zip(answers).filter(|((_, l), _)| *l == mastered).all(|(_, yes)| *yes);
+        if both { level = mastered + 1 } else { break }
+    }
+    (score, level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement() {
+        assert_eq!(placement_level(&[false; 6]), (0, 1));
+        assert_eq!(placement_level(&[true, true, false, false, false, false]), (2, 2));
+        assert_eq!(placement_level(&[true, true, true, true, false, true]), (5, 3));
+        assert_eq!(placement_level(&[true, false, true, true, true, true]), (5, 1), "level 1 not mastered");
+    }
+}
