@@ -3,6 +3,7 @@
 //! and enqueues jobs.
 
 mod admin;
+mod idempotency;
 mod metrics;
 mod ops;
 mod pages;
@@ -42,7 +43,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api.around(limit_body_size))
+        .nest("/", api.around(idempotency::guard).around(limit_body_size))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", metrics::render)
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .around(metrics::record)
         .with(middleware::Tracing)
         .with(middleware::CatchPanic::new())
+        .catch_all_error(problem::from_error)
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains in-flight requests

@@ -27,3 +27,45 @@ impl Problem {
         Self::new("internal", "Internal error", 500, "The server failed to handle the request; it has been logged.")
     }
 }
+
+/// A problem as a complete `application/problem+json` response.
+pub fn response(problem: Problem) -> poem::Response {
+    let status =
+        poem::http::StatusCode::from_u16(problem.status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({
+        "type": problem.kind,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    });
+    poem::Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
+}
+
+/// Turns any error poem or poem-openapi raises (malformed body naming the field, missing
+/// parameter, failed authorization, unknown route, …) into problem+json. 5xx details are logged,
+/// never sent.
+pub async fn from_error(err: poem::Error) -> poem::Response {
+    let status = err.status();
+    let (slug, title) = match status.as_u16() {
+        400 => ("invalid-request", "Invalid request"),
+        401 => ("unauthorized", "Unauthorized"),
+        403 => ("forbidden", "Forbidden"),
+        404 => ("not-found", "Not found"),
+        405 => ("method-not-allowed", "Method not allowed"),
+        411 | 413 => ("payload-too-large", "Payload too large"),
+        415 => ("unsupported-media-type", "Unsupported media type"),
+        429 => ("too-many-requests", "Too many requests"),
+        503 => ("unavailable", "Service unavailable"),
+        _ if status.is_server_error() => ("internal", "Internal error"),
+        _ => ("error", status.canonical_reason().unwrap_or("Error")),
+    };
+    let detail = if status.is_server_error() {
+        tracing::error!(error = %err, "request failed");
+        "The server failed to handle the request; it has been logged.".to_owned()
+    } else if status == poem::http::StatusCode::UNAUTHORIZED && err.to_string().is_empty() {
+        "missing or invalid credentials".to_owned()
+    } else {
+        err.to_string()
+    };
+    response(Problem::new(slug, title, status.as_u16(), detail))
+}

@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod deliveries;
 pub mod demo;
 pub mod domain;
+pub mod idempotency_keys;
 pub mod jobs;
 pub mod mail;
 pub mod process;

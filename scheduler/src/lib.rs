@@ -79,6 +79,7 @@ impl Scheduler {
 
     pub async fn tick(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         self.create_due_run().await?;
+        levelup_common::idempotency_keys::delete_expired(&self.pool).await?;
         for week in weekly_runs::unfinished(&self.pool).await? {
             if shutdown.is_cancelled() {
                 break;

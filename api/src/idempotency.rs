@@ -1,0 +1,179 @@
+//! `Idempotency-Key` for POSTs under `/v1`: the first request with a key runs and its response is
+//! stored; a repeat with the same key and the same request gets the stored response
+//! (`Idempotent-Replayed: true`); a repeat with a different request is refused (422); a repeat
+//! while the first is still running gets 409 with `Retry-After`, so concurrent duplicates execute
+//! once. Keys are scoped by client (the credential presented) and expire after 24 hours.
+//! 5xx responses are not stored: the key is released so the client can retry.
+
+use std::sync::Arc;
+
+use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::{AppState, problem};
+
+pub const HEADER: &str = "Idempotency-Key";
+
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    request_hash: String,
+    state: String,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who is asking: a hash of the credential (admin key or link token), never the credential itself.
+fn client_of(request: &Request) -> String {
+    let credential = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    hex(&Sha256::digest(credential.as_bytes())[..16])
+}
+
+pub async fn guard<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> poem::Result<Response> {
+    let key = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let applies = request.method() == poem::http::Method::POST && request.uri().path().starts_with("/v1/");
+    let (Some(key), true) = (key, applies) else {
+        return endpoint.call(request).await.map(IntoResponse::into_response);
+    };
+    if key.is_empty() || key.len() > 255 {
+        return Ok(problem::response(problem::Problem::new(
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            400,
+            "Idempotency-Key must be 1 to 255 characters",
+        )));
+    }
+    let Some(state) = request.data::<AppState>().cloned() else {
+        return endpoint.call(request).await.map(IntoResponse::into_response);
+    };
+    let body = request.take_body().into_bytes().await?;
+    let mut hasher = Sha256::new();
+    hasher.update(request.uri().path().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(&body);
+    let request_hash = hex(&hasher.finalize());
+    let client = client_of(&request);
+    let pool = &state.db;
+
+    // Expired keys are as good as absent.
+    sqlx::query("DELETE FROM idempotency_keys WHERE client = $1 AND key = $2 AND expires_at < now()")
+        .bind(&client)
+        .bind(&key)
+        .execute(pool)
+        .await
+        .map_err(internal)?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (client, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&client)
+    .bind(&key)
+    .bind(&request_hash)
+    .execute(pool)
+    .await
+    .map_err(internal)?
+    .rows_affected();
+    if inserted == 0 {
+        let stored: Option<StoredKey> = sqlx::query_as(
+            "SELECT request_hash, state, response_status, response_headers, response_body
+             FROM idempotency_keys WHERE client = $1 AND key = $2",
+        )
+        .bind(&client)
+        .bind(&key)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?;
+        let Some(StoredKey {
+            request_hash: stored_hash,
+            state: stored_state,
+            response_status: status,
+            response_headers: headers,
+            response_body: stored_body,
+        }) = stored
+        else {
+            return Ok(conflict());
+        };
+        if stored_hash != request_hash {
+            return Ok(problem::response(problem::Problem::new(
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                422,
+                "this Idempotency-Key was used with a different request",
+            )));
+        }
+        if stored_state != "completed" {
+            return Ok(conflict());
+        }
+        let mut response = Response::builder()
+            .status(StatusCode::from_u16(status.unwrap_or(200) as u16).unwrap_or(StatusCode::OK))
+            .header("Idempotent-Replayed", "true");
+        if let Some(content_type) = headers.as_ref().and_then(|h| h.get("content-type")).and_then(|v| v.as_str()) {
+            response = response.header("content-type", content_type);
+        }
+        return Ok(response.body(stored_body.unwrap_or_default()));
+    }
+
+    request.set_body(body);
+    let response = match endpoint.call(request).await {
+        Ok(r) => r.into_response(),
+        Err(err) => problem::from_error(err).await,
+    };
+    let status = response.status();
+    if status.is_server_error() {
+        release(pool, &client, &key).await;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = body.into_bytes().await.map_err(internal)?;
+    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_headers = $4, response_body = $5
+         WHERE client = $1 AND key = $2",
+    )
+    .bind(&client)
+    .bind(&key)
+    .bind(status.as_u16() as i16)
+    .bind(serde_json::json!({ "content-type": content_type }))
+    .bind(bytes.to_vec())
+    .execute(pool)
+    .await
+    .map_err(internal)?;
+    Ok(Response::from_parts(parts, bytes.into()))
+}
+
+async fn release(pool: &sqlx::PgPool, client: &str, key: &str) {
+    let _ = sqlx::query("DELETE FROM idempotency_keys WHERE client = $1 AND key = $2 AND state = 'in_progress'")
+        .bind(client)
+        .bind(key)
+        .execute(pool)
+        .await;
+}
+
+fn conflict() -> Response {
+    let mut response = problem::response(problem::Problem::new(
+        "idempotency-key-in-progress",
+        "Request in progress",
+        409,
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+    ));
+    response.headers_mut().insert("Retry-After", poem::http::HeaderValue::from_static("1"));
+    response
+}
+
+fn internal(err: impl std::fmt::Display) -> poem::Error {
+    tracing::error!(error = %err, "idempotency store failed");
+    poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR)
+}
