@@ -3,6 +3,7 @@
 //! and enqueues jobs.
 
 mod admin;
+mod guard;
 mod idempotency;
 mod metrics;
 mod ops;
@@ -39,6 +40,7 @@ fn openapi(
 /// Builds the whole application (routes and middleware) for `state`.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     let config = state.config.clone();
+    let guards = guard::Guards::new(config.api_rate_per_second, config.api_burst, config.api_max_in_flight);
     let api = openapi(&state, &config);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
@@ -51,7 +53,9 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .at("/level", poem::get(pages::level_page))
         .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
         .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
+        .around(guard::protect)
         .data(state)
+        .data(guards)
         .around(metrics::record)
         .with(middleware::Tracing)
         .with(middleware::CatchPanic::new())

@@ -85,6 +85,11 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     /// Distinct challenges passed at a level that move a subscriber up one level.
     pub promotion_passes: i64,
+    /// API requests per second per client (credential or address), and the burst allowed.
+    pub api_rate_per_second: u32,
+    pub api_burst: u32,
+    /// API requests handled at once; more are shed with 503.
+    pub api_max_in_flight: usize,
 }
 
 impl Config {
@@ -168,6 +173,9 @@ impl Config {
                 max_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_MAX_MS", 300_000, positive)?),
             },
             promotion_passes: env.parse("LEVELUP_PROMOTION_PASSES", 3, positive)?,
+            api_rate_per_second: env.parse("LEVELUP_API_RATE_PER_SECOND", 20, positive)?,
+            api_burst: env.parse("LEVELUP_API_BURST", 40, positive)?,
+            api_max_in_flight: env.parse("LEVELUP_API_MAX_IN_FLIGHT", 256, positive)?,
             metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
                 None => None,
                 Some(raw) => Some(

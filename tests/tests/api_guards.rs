@@ -68,3 +68,34 @@ async fn malformed_bodies_and_missing_credentials_answer_problem_json() {
     assert_eq!(missing.json::<Value>().await.unwrap()["type"], "https://levelup.dev/problems/not-found");
     api.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_client_is_rate_limited_with_retry_after_and_others_are_not_affected() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_RATE_PER_SECOND", "1").set("LEVELUP_API_BURST", "3");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+            assert_eq!(
+                response.json::<Value>().await.unwrap()["type"],
+                "https://levelup.dev/problems/too-many-requests"
+            );
+            statuses.push(429);
+        } else {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429], "burst of 3, then limited");
+    // Another client (another credential) has its own budget; health checks are never limited.
+    let other = client.get(api.url("/v1/admin/runs")).bearer_auth("someone-else-0123456789").send().await.unwrap();
+    assert_eq!(other.status(), 401, "reached the handler: not rate limited");
+    for _ in 0..10 {
+        assert_eq!(client.get(api.url("/healthz")).send().await.unwrap().status(), 200);
+    }
+    api.stop().await.unwrap();
+}
