@@ -3,6 +3,7 @@
 //! and enqueues jobs.
 
 mod admin;
+mod admin_data;
 mod guard;
 mod idempotency;
 mod metrics;
@@ -25,12 +26,13 @@ pub use state::AppState;
 fn openapi(
     state: &AppState,
     config: &Config,
-) -> OpenApiService<(ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi), ()> {
+) -> OpenApiService<(ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi, admin_data::AdminDataApi), ()> {
     let server = config.public_base_url.as_str().trim_end_matches('/').to_owned();
     let apis = (
         ops::OpsApi { state: state.clone() },
         subscriber::SubscriberApi { state: state.clone() },
         admin::AdminApi { state: state.clone() },
+        admin_data::AdminDataApi { state: state.clone() },
     );
     OpenApiService::new(apis, "LevelUp", env!("CARGO_PKG_VERSION"))
         .description("Weekly challenge emails for Shopify subscribers: subscriber and operator API.")

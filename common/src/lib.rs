@@ -1,6 +1,7 @@
 //! What more than one LevelUp process needs: configuration, domain types, database access,
 //! job payloads and queue names, the mail transports, resilience pieces and telemetry.
 
+pub mod challenges;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
@@ -15,6 +16,7 @@ pub mod queue;
 pub mod redis_conn;
 pub mod resilience;
 pub mod shutdown;
+pub mod subscriber_admin;
 pub mod subscribers;
 pub mod telemetry;
 pub mod tokens;

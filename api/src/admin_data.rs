@@ -1,0 +1,322 @@
+//! Operator endpoints for the data: challenges, subscribers (list, search, CSV import) and the
+//! delivery ledger. Behind the admin API key.
+
+use levelup_common::{
+    challenges::{self, Challenge},
+    domain::{IsoWeek, Level},
+    subscriber_admin::{self, LedgerRow, SubscriberRow},
+};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Tags,
+    param::{Path, Query},
+    payload::{Json, PlainText},
+};
+
+use crate::{AppState, admin::AdminKey, problem::Problem};
+
+#[derive(Tags)]
+enum DataTags {
+    /// Challenges per level.
+    AdminChallenges,
+    /// Subscribers and the delivery ledger.
+    AdminSubscribers,
+}
+
+pub struct AdminDataApi {
+    pub state: AppState,
+}
+
+#[derive(Object)]
+struct ChallengeView {
+    id: i64,
+    level: i16,
+    position: i32,
+    title: String,
+    body: String,
+    archived: bool,
+}
+
+impl From<Challenge> for ChallengeView {
+    fn from(c: Challenge) -> Self {
+        Self { id: c.id, level: c.level, position: c.position, title: c.title, body: c.body, archived: c.archived }
+    }
+}
+
+#[derive(Object)]
+struct NewChallenge {
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    level: i16,
+    /// Order within the level; defaults to after the last one.
+    #[oai(validator(minimum(value = "0")))]
+    position: Option<i32>,
+    #[oai(validator(min_length = 1, max_length = 200))]
+    title: String,
+    #[oai(validator(min_length = 1, max_length = 20000))]
+    body: String,
+}
+
+#[derive(Object)]
+struct ChallengeUpdate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    title: String,
+    #[oai(validator(min_length = 1, max_length = 20000))]
+    body: String,
+    /// Archived challenges are no longer sent.
+    archived: bool,
+}
+
+#[derive(Object)]
+struct SubscriberView {
+    id: i64,
+    email: String,
+    first_name: Option<String>,
+    status: String,
+    level: Option<i16>,
+    shopify_customer_id: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<SubscriberRow> for SubscriberView {
+    fn from(s: SubscriberRow) -> Self {
+        Self {
+            id: s.id,
+            email: s.email,
+            first_name: s.first_name,
+            status: s.status,
+            level: s.level,
+            shopify_customer_id: s.shopify_customer_id,
+            created_at: s.created_at,
+        }
+    }
+}
+
+#[derive(Object)]
+struct DeliveryView {
+    id: i64,
+    subscriber_id: i64,
+    week: String,
+    kind: String,
+    challenge_id: Option<i64>,
+    /// `queued`, `sending`, `sent`, `failed` or `skipped`.
+    state: String,
+    attempts: i32,
+    ambiguous: bool,
+    message_id: Option<String>,
+    reason: Option<String>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<LedgerRow> for DeliveryView {
+    fn from(d: LedgerRow) -> Self {
+        Self {
+            id: d.id,
+            subscriber_id: d.subscriber_id,
+            week: d.week,
+            kind: d.kind,
+            challenge_id: d.challenge_id,
+            state: d.state,
+            attempts: d.attempts,
+            ambiguous: d.ambiguous,
+            message_id: d.message_id,
+            reason: d.reason,
+            sent_at: d.sent_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Object)]
+struct ImportErrorView {
+    /// CSV line (the header is line 1).
+    line: u64,
+    message: String,
+}
+
+#[derive(Object)]
+struct ImportView {
+    imported: u64,
+    existing: u64,
+    errors: Vec<ImportErrorView>,
+}
+
+#[derive(ApiResponse)]
+enum Reply<T: poem_openapi::types::ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    #[oai(status = 201)]
+    Created(Json<T>),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+fn internal<T: poem_openapi::types::ToJSON + Send + Sync>(err: impl std::fmt::Display) -> Reply<T> {
+    tracing::error!(error = %err, "admin data request failed");
+    Reply::Internal(Json(Problem::internal()))
+}
+
+fn not_found<T: poem_openapi::types::ToJSON + Send + Sync>(what: &str) -> Reply<T> {
+    Reply::NotFound(Json(Problem::new("not-found", "Not found", 404, format!("no such {what}"))))
+}
+
+fn bad_request<T: poem_openapi::types::ToJSON + Send + Sync>(field: &str, message: impl std::fmt::Display) -> Reply<T> {
+    Reply::BadRequest(Json(Problem::new("invalid-request", "Invalid request", 400, format!("{field}: {message}"))))
+}
+
+const STATUSES: [&str; 4] = ["active", "unsubscribed", "bounced", "complained"];
+const STATES: [&str; 5] = ["queued", "sending", "sent", "failed", "skipped"];
+
+#[OpenApi(prefix_path = "/v1/admin")]
+impl AdminDataApi {
+    /// List challenges, optionally of one level.
+    #[oai(path = "/challenges", method = "get", tag = "DataTags::AdminChallenges")]
+    async fn list_challenges(
+        &self,
+        _auth: AdminKey,
+        level: Query<Option<i16>>,
+        include_archived: Query<Option<bool>>,
+    ) -> Reply<Vec<ChallengeView>> {
+        match challenges::list(&self.state.db, *level, include_archived.unwrap_or(false)).await {
+            Ok(list) => Reply::Ok(Json(list.into_iter().map(Into::into).collect())),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// Author a challenge.
+    #[oai(path = "/challenges", method = "post", tag = "DataTags::AdminChallenges")]
+    async fn create_challenge(&self, _auth: AdminKey, body: Json<NewChallenge>) -> Reply<ChallengeView> {
+        if let Err(err) = Level::new(body.level) {
+            return bad_request("level", err);
+        }
+        match challenges::create(&self.state.db, body.level, body.position, &body.title, &body.body).await {
+            Ok(c) => Reply::Created(Json(c.into())),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                Reply::Conflict(Json(Problem::new(
+                    "position-taken",
+                    "Position taken",
+                    409,
+                    "position: another challenge of this level has this position",
+                )))
+            }
+            Err(err) => internal(err),
+        }
+    }
+
+    #[oai(path = "/challenges/:id", method = "get", tag = "DataTags::AdminChallenges")]
+    async fn get_challenge(&self, _auth: AdminKey, id: Path<i64>) -> Reply<ChallengeView> {
+        match challenges::get(&self.state.db, *id).await {
+            Ok(Some(c)) => Reply::Ok(Json(c.into())),
+            Ok(None) => not_found("challenge"),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// Edit or archive a challenge (challenges are archived, never deleted: the ledger refers to them).
+    #[oai(path = "/challenges/:id", method = "put", tag = "DataTags::AdminChallenges")]
+    async fn update_challenge(
+        &self,
+        _auth: AdminKey,
+        id: Path<i64>,
+        body: Json<ChallengeUpdate>,
+    ) -> Reply<ChallengeView> {
+        match challenges::update(&self.state.db, *id, &body.title, &body.body, body.archived).await {
+            Ok(Some(c)) => Reply::Ok(Json(c.into())),
+            Ok(None) => not_found("challenge"),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// List and search subscribers (keyset pages: pass the last id as `after_id`).
+    #[oai(path = "/subscribers", method = "get", tag = "DataTags::AdminSubscribers")]
+    async fn list_subscribers(
+        &self,
+        _auth: AdminKey,
+        /// Substring of the email or first name.
+        q: Query<Option<String>>,
+        status: Query<Option<String>>,
+        after_id: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
+    ) -> Reply<Vec<SubscriberView>> {
+        if let Some(status) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
+            return bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
+        }
+        let result = subscriber_admin::list(
+            &self.state.db,
+            q.as_deref(),
+            status.as_deref(),
+            after_id.unwrap_or(0),
+            limit.unwrap_or(100),
+        )
+        .await;
+        match result {
+            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// Import subscribers from CSV (`email,first_name,level`; header required; send as
+    /// `text/plain`). Good rows are kept; bad rows are reported by line; existing addresses are
+    /// left as they are.
+    #[oai(path = "/subscribers/import", method = "post", tag = "DataTags::AdminSubscribers")]
+    async fn import_subscribers(&self, _auth: AdminKey, body: PlainText<String>) -> Reply<ImportView> {
+        match subscriber_admin::import_csv(&self.state.db, &body.0).await {
+            Ok(report) => Reply::Ok(Json(ImportView {
+                imported: report.imported,
+                existing: report.existing,
+                errors: report
+                    .errors
+                    .into_iter()
+                    .map(|e| ImportErrorView { line: e.line, message: e.message })
+                    .collect(),
+            })),
+            Err(err) if err.downcast_ref::<sqlx::Error>().is_some() => internal(err),
+            Err(err) => bad_request("body", err),
+        }
+    }
+
+    /// One subscriber's delivery ledger, newest week first.
+    #[oai(path = "/subscribers/:id/deliveries", method = "get", tag = "DataTags::AdminSubscribers")]
+    async fn subscriber_deliveries(&self, _auth: AdminKey, id: Path<i64>) -> Reply<Vec<DeliveryView>> {
+        match subscriber_admin::ledger_for_subscriber(&self.state.db, *id).await {
+            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// A week's delivery ledger, optionally of one state (keyset pages by `after_id`).
+    #[oai(path = "/runs/:week/deliveries", method = "get", tag = "DataTags::AdminSubscribers")]
+    async fn week_deliveries(
+        &self,
+        _auth: AdminKey,
+        week: Path<String>,
+        state: Query<Option<String>>,
+        after_id: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
+    ) -> Reply<Vec<DeliveryView>> {
+        let week = match IsoWeek::parse(&week) {
+            Ok(w) => w,
+            Err(err) => return bad_request("week", err),
+        };
+        if let Some(state) = state.as_deref().filter(|s| !STATES.contains(s)) {
+            return bad_request("state", format!("`{state}` is not one of {}", STATES.join(", ")));
+        }
+        let result = subscriber_admin::ledger_for_week(
+            &self.state.db,
+            &week.to_string(),
+            state.as_deref(),
+            after_id.unwrap_or(0),
+            limit.unwrap_or(100),
+        )
+        .await;
+        match result {
+            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => internal(err),
+        }
+    }
+}
