@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_data;
+mod admin_page;
 mod guard;
 mod idempotency;
 mod metrics;
@@ -53,6 +54,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .at("/metrics", metrics::render)
         .at("/challenge/:id", poem::get(pages::challenge_page).post(pages::submit_challenge))
         .at("/level", poem::get(pages::level_page))
+        .at("/admin", poem::get(admin_page::page))
         .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
         .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
         .around(guard::protect)

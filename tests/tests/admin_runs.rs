@@ -101,3 +101,27 @@ async fn without_ses_a_triggered_run_leaves_readable_eml_files_in_the_outbox() {
     api.stop().await.unwrap();
     std::fs::remove_dir_all(&outbox).ok();
 }
+
+#[tokio::test]
+async fn the_admin_page_needs_the_key_and_shows_runs_and_the_queue() {
+    let env = TestEnv::new().await;
+    levelup_common::weekly_runs::create(
+        &env.db.pool,
+        levelup_common::domain::IsoWeek::parse("2026-W47").unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let anonymous = client.get(api.url("/admin")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    let wrong = client.get(api.url("/admin")).basic_auth("ops", Some("wrong")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let page = client.get(api.url("/admin")).basic_auth("ops", Some(ADMIN_KEY)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("2026-W47") && html.contains("Email queue") && html.contains("Dead letters"), "{html}");
+    api.stop().await.unwrap();
+}
