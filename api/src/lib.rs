@@ -13,6 +13,7 @@ mod pages;
 mod problem;
 mod state;
 mod subscriber;
+mod webhooks;
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -55,6 +56,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .at("/challenge/:id", poem::get(pages::challenge_page).post(pages::submit_challenge))
         .at("/level", poem::get(pages::level_page))
         .at("/admin", poem::get(admin_page::page))
+        .at("/v1/webhooks/shopify", poem::post(webhooks::shopify))
         .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
         .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
         .around(guard::protect)

@@ -90,6 +90,8 @@ pub struct Config {
     pub api_burst: u32,
     /// API requests handled at once; more are shed with 503.
     pub api_max_in_flight: usize,
+    /// Shopify app secret that signs webhooks (`None`: the webhook endpoint is disabled).
+    pub shopify_webhook_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -176,6 +178,7 @@ impl Config {
             api_rate_per_second: env.parse("LEVELUP_API_RATE_PER_SECOND", 20, positive)?,
             api_burst: env.parse("LEVELUP_API_BURST", 40, positive)?,
             api_max_in_flight: env.parse("LEVELUP_API_MAX_IN_FLIGHT", 256, positive)?,
+            shopify_webhook_secret: env.optional_secret("LEVELUP_SHOPIFY_WEBHOOK_SECRET", 8)?,
             metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
                 None => None,
                 Some(raw) => Some(
