@@ -140,6 +140,45 @@ struct ImportView {
     errors: Vec<ImportErrorView>,
 }
 
+#[derive(Object)]
+struct NewJob {
+    /// `send_email`: send one subscriber's email for a week that has a run.
+    /// (`sync_subscribers` arrives with the Shopify sync.)
+    kind: String,
+    subscriber_id: Option<i64>,
+    /// ISO week, e.g. `2026-W47`.
+    week: Option<String>,
+}
+
+#[derive(Object)]
+struct JobView {
+    /// The job's id: its delivery row.
+    id: i64,
+    kind: String,
+    subscriber_id: i64,
+    week: String,
+    /// `queued`, `sending`, `sent`, `failed` or `skipped`.
+    state: String,
+    attempts: i32,
+    reason: Option<String>,
+    message_id: Option<String>,
+}
+
+impl From<LedgerRow> for JobView {
+    fn from(d: LedgerRow) -> Self {
+        Self {
+            id: d.id,
+            kind: "send_email".into(),
+            subscriber_id: d.subscriber_id,
+            week: d.week,
+            state: d.state,
+            attempts: d.attempts,
+            reason: d.reason,
+            message_id: d.message_id,
+        }
+    }
+}
+
 #[derive(ApiResponse)]
 enum Reply<T: poem_openapi::types::ToJSON + Send + Sync> {
     #[oai(status = 200)]
@@ -232,6 +271,55 @@ impl AdminDataApi {
         }
     }
 
+    /// Enqueue a job. `send_email` adds the subscriber to the week's run (idempotent: an
+    /// existing delivery is returned with 200); the week must have a run.
+    #[oai(path = "/jobs", method = "post", tag = "DataTags::AdminSubscribers")]
+    async fn create_job(&self, _auth: AdminKey, body: Json<NewJob>) -> Reply<JobView> {
+        if body.kind != "send_email" {
+            return bad_request("kind", format!("`{}` is not a job kind (send_email)", body.kind));
+        }
+        let Some(subscriber_id) = body.subscriber_id else { return bad_request("subscriber_id", "required") };
+        let week = match body.week.as_deref().map(IsoWeek::parse) {
+            Some(Ok(week)) => week.to_string(),
+            Some(Err(err)) => return bad_request("week", err),
+            None => return bad_request("week", "required"),
+        };
+        let pool = &self.state.db;
+        match levelup_common::subscribers::get(pool, subscriber_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return not_found("subscriber"),
+            Err(err) => return internal(err),
+        }
+        let added = match levelup_common::weekly_runs::add_subscriber(pool, &week, subscriber_id).await {
+            Ok(Some(added)) => added,
+            Ok(None) => {
+                return Reply::Conflict(Json(Problem::new(
+                    "no-run-for-week",
+                    "No run for this week",
+                    409,
+                    format!("week: {week} has no run; trigger it with POST /v1/admin/runs"),
+                )));
+            }
+            Err(err) => return internal(err),
+        };
+        match self.job(added.0).await {
+            Ok(Some(job)) if added.1 => Reply::Created(Json(job)),
+            Ok(Some(job)) => Reply::Ok(Json(job)),
+            Ok(None) => not_found("job"),
+            Err(err) => internal(err),
+        }
+    }
+
+    /// A job's status (its delivery row).
+    #[oai(path = "/jobs/:id", method = "get", tag = "DataTags::AdminSubscribers")]
+    async fn get_job(&self, _auth: AdminKey, id: Path<i64>) -> Reply<JobView> {
+        match self.job(*id).await {
+            Ok(Some(job)) => Reply::Ok(Json(job)),
+            Ok(None) => not_found("job"),
+            Err(err) => internal(err),
+        }
+    }
+
     /// List and search subscribers (keyset pages: pass the last id as `after_id`).
     #[oai(path = "/subscribers", method = "get", tag = "DataTags::AdminSubscribers")]
     async fn list_subscribers(
@@ -318,5 +406,11 @@ impl AdminDataApi {
             Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
             Err(err) => internal(err),
         }
+    }
+}
+
+impl AdminDataApi {
+    async fn job(&self, id: i64) -> sqlx::Result<Option<JobView>> {
+        Ok(subscriber_admin::delivery(&self.state.db, id).await?.map(Into::into))
     }
 }

@@ -57,6 +57,13 @@ pub struct LedgerRow {
 const LEDGER_COLUMNS: &str =
     "id, subscriber_id, week, kind, challenge_id, state, attempts, ambiguous, message_id, reason, sent_at, updated_at";
 
+pub async fn delivery(pool: &PgPool, id: i64) -> sqlx::Result<Option<LedgerRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LEDGER_COLUMNS} FROM deliveries WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn ledger_for_subscriber(pool: &PgPool, subscriber_id: i64) -> sqlx::Result<Vec<LedgerRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {LEDGER_COLUMNS} FROM deliveries WHERE subscriber_id = $1 ORDER BY week DESC LIMIT 520"

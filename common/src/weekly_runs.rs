@@ -164,6 +164,42 @@ async fn insert_deliveries(tx: &mut sqlx::PgConnection, week: &str, ids: &[i64])
     .rows_affected())
 }
 
+/// Adds one subscriber to an existing week's run (e.g. one who subscribed after the fan-out, or
+/// an operator's resend): writes their delivery row like the fan-out does and reopens a
+/// completed run so the schedulers feed it. Returns the delivery id and whether it was created
+/// (`false`: the subscriber already had this week's delivery, which is returned as is).
+/// `None`: the week has no run (trigger the week instead).
+pub async fn add_subscriber(pool: &PgPool, week: &str, subscriber_id: i64) -> sqlx::Result<Option<(i64, bool)>> {
+    let mut tx = pool.begin().await?;
+    let run: Option<String> = sqlx::query_scalar("SELECT status FROM weekly_runs WHERE week = $1 FOR UPDATE")
+        .bind(week)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if run.is_none() {
+        return Ok(None);
+    }
+    let inserted = insert_deliveries(&mut tx, week, &[subscriber_id]).await?;
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE week = $1 AND subscriber_id = $2")
+        .bind(week)
+        .bind(subscriber_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(id) = id else { return Err(sqlx::Error::RowNotFound) };
+    if inserted == 1 {
+        sqlx::query(
+            "UPDATE weekly_runs SET total = total + 1,
+                    status = CASE WHEN status = 'completed' THEN 'sending' ELSE status END,
+                    finished_at = CASE WHEN status = 'completed' THEN NULL ELSE finished_at END
+             WHERE week = $1",
+        )
+        .bind(week)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Some((id, inserted == 1)))
+}
+
 /// Jobs pushed and not finished (`queued` or `sending`): what the queue holds for this week.
 pub async fn outstanding(pool: &PgPool, week: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar(

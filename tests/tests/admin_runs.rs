@@ -125,3 +125,50 @@ async fn the_admin_page_needs_the_key_and_shows_runs_and_the_queue() {
     assert!(html.contains("2026-W47") && html.contains("Email queue") && html.contains("Dead letters"), "{html}");
     api.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_can_send_one_subscribers_email_for_a_week_and_follow_the_job() {
+    let mut env = TestEnv::new().await;
+    let outbox = std::env::temp_dir().join(format!("levelup-outbox-{}", uuid::Uuid::new_v4().simple()));
+    env.set("LEVELUP_OUTBOX_DIR", outbox.to_string_lossy().to_string())
+        .set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
+        .set("LEVELUP_SCHEDULER_TICK_MS", "100");
+    let pool = &env.db.pool;
+    fixtures::challenges(pool, 1, 1).await;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let jobs = api.url("/v1/admin/jobs");
+    let late: i64 =
+        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('late@example.com', 1) RETURNING id")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let body = json!({"kind": "send_email", "subscriber_id": late, "week": "2026-W47"});
+    let no_run = client.post(&jobs).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(no_run.status(), 409, "the week must have a run");
+    let bad_kind = client.post(&jobs).bearer_auth(ADMIN_KEY).json(&json!({"kind": "dance"})).send().await.unwrap();
+    assert_eq!(bad_kind.status(), 400);
+
+    // The week's run already completed (nobody was subscribed then); the late subscriber is added.
+    sqlx::query("INSERT INTO weekly_runs (week, status, finished_at) VALUES ('2026-W47', 'completed', now())")
+        .execute(pool)
+        .await
+        .unwrap();
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let created = client.post(&jobs).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let job: Value = created.json().await.unwrap();
+    let again = client.post(&jobs).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(again.status(), 200, "one delivery per subscriber and week");
+    let job_url = api.url(&format!("/v1/admin/jobs/{}", job["id"]));
+    let done: Value = wait_until("the job to be sent", Duration::from_secs(60), || async {
+        let job: Value = client.get(&job_url).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+        (job["state"] == "sent").then_some(job)
+    })
+    .await;
+    assert!(done["message_id"].as_str().unwrap().ends_with("@outbox.levelup"));
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1);
+    api.stop().await.unwrap();
+    std::fs::remove_dir_all(&outbox).ok();
+}
