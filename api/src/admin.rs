@@ -34,12 +34,14 @@ pub struct AdminApi {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct TriggerRun {
     /// ISO week, e.g. `2026-W47`; defaults to the current week in the schedule's time zone.
     week: Option<String>,
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct RunView {
     week: String,
     /// `fanning_out`, `sending` or `completed`.
@@ -92,6 +94,7 @@ impl RunView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct QueueView {
     /// Email jobs waiting to be fetched.
     waiting: u64,
@@ -142,6 +145,7 @@ enum RunsResponse {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct DeadLetterView {
     id: i64,
     queue: String,
@@ -167,6 +171,7 @@ impl From<DeadLetter> for DeadLetterView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Replayed {
     /// Dead letters put back on their queue.
     replayed: u64,

@@ -27,6 +27,7 @@ pub struct AdminDataApi {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ChallengeView {
     id: i64,
     level: i16,
@@ -43,11 +44,12 @@ impl From<Challenge> for ChallengeView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct NewChallenge {
     #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
     level: i16,
     /// Order within the level; defaults to after the last one.
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     position: Option<i32>,
     #[oai(validator(min_length = 1, max_length = 200))]
     title: String,
@@ -56,6 +58,7 @@ struct NewChallenge {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ChallengeUpdate {
     #[oai(validator(min_length = 1, max_length = 200))]
     title: String,
@@ -66,6 +69,7 @@ struct ChallengeUpdate {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct SubscriberView {
     id: i64,
     email: String,
@@ -91,6 +95,7 @@ impl From<SubscriberRow> for SubscriberView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct DeliveryView {
     id: i64,
     subscriber_id: i64,
@@ -127,6 +132,7 @@ impl From<LedgerRow> for DeliveryView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ImportErrorView {
     /// CSV line (the header is line 1).
     line: u64,
@@ -134,23 +140,33 @@ struct ImportErrorView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ImportView {
     imported: u64,
     existing: u64,
     errors: Vec<ImportErrorView>,
 }
 
+/// Kinds of job an operator can enqueue.
+#[derive(poem_openapi::Enum, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum JobKind {
+    /// Send one subscriber's email for a week that has a run.
+    SendEmail,
+}
+
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct NewJob {
-    /// `send_email`: send one subscriber's email for a week that has a run.
-    /// (`sync_subscribers` arrives with the Shopify sync.)
-    kind: String,
+    /// `send_email` (`sync_subscribers` arrives with the Shopify sync).
+    kind: JobKind,
     subscriber_id: Option<i64>,
     /// ISO week, e.g. `2026-W47`.
     week: Option<String>,
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct JobView {
     /// The job's id: its delivery row.
     id: i64,
@@ -233,6 +249,9 @@ impl AdminDataApi {
         if let Err(err) = Level::new(body.level) {
             return bad_request("level", err);
         }
+        if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
+            return bad_request(field, "must not contain NUL characters");
+        }
         match challenges::create(&self.state.db, body.level, body.position, &body.title, &body.body).await {
             Ok(c) => Reply::Created(Json(c.into())),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
@@ -243,6 +262,10 @@ impl AdminDataApi {
                     "position: another challenge of this level has this position",
                 )))
             }
+            // The level's last position is the largest integer: nothing fits after it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22003") => Reply::Conflict(Json(
+                Problem::new("position-taken", "No position left", 409, "position: give one explicitly"),
+            )),
             Err(err) => internal(err),
         }
     }
@@ -264,6 +287,9 @@ impl AdminDataApi {
         id: Path<i64>,
         body: Json<ChallengeUpdate>,
     ) -> Reply<ChallengeView> {
+        if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
+            return bad_request(field, "must not contain NUL characters");
+        }
         match challenges::update(&self.state.db, *id, &body.title, &body.body, body.archived).await {
             Ok(Some(c)) => Reply::Ok(Json(c.into())),
             Ok(None) => not_found("challenge"),
@@ -275,9 +301,7 @@ impl AdminDataApi {
     /// existing delivery is returned with 200); the week must have a run.
     #[oai(path = "/jobs", method = "post", tag = "DataTags::AdminSubscribers")]
     async fn create_job(&self, _auth: AdminKey, body: Json<NewJob>) -> Reply<JobView> {
-        if body.kind != "send_email" {
-            return bad_request("kind", format!("`{}` is not a job kind (send_email)", body.kind));
-        }
+        let JobKind::SendEmail = body.kind;
         let Some(subscriber_id) = body.subscriber_id else { return bad_request("subscriber_id", "required") };
         let week = match body.week.as_deref().map(IsoWeek::parse) {
             Some(Ok(week)) => week.to_string(),
@@ -331,6 +355,9 @@ impl AdminDataApi {
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
     ) -> Reply<Vec<SubscriberView>> {
+        if q.as_deref().is_some_and(|q| q.contains('\0')) {
+            return bad_request("q", "must not contain NUL characters");
+        }
         if let Some(status) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
             return bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
         }
@@ -353,6 +380,9 @@ impl AdminDataApi {
     /// left as they are.
     #[oai(path = "/subscribers/import", method = "post", tag = "DataTags::AdminSubscribers")]
     async fn import_subscribers(&self, _auth: AdminKey, body: PlainText<String>) -> Reply<ImportView> {
+        if body.0.contains('\0') {
+            return bad_request("body", "must not contain NUL characters");
+        }
         match subscriber_admin::import_csv(&self.state.db, &body.0).await {
             Ok(report) => Reply::Ok(Json(ImportView {
                 imported: report.imported,
@@ -382,7 +412,7 @@ impl AdminDataApi {
     async fn week_deliveries(
         &self,
         _auth: AdminKey,
-        week: Path<String>,
+        #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
         state: Query<Option<String>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,

@@ -18,12 +18,14 @@ pub struct OpsApi {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Liveness {
     status: String,
 }
 
 /// Whether each dependency answered.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Readiness {
     status: String,
     postgres: String,

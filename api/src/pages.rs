@@ -131,7 +131,7 @@ pub async fn submit_challenge(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    if form.answer.trim().is_empty() || form.answer.len() > 20_000 {
+    if form.answer.trim().is_empty() || form.answer.len() > 20_000 || form.answer.contains('\0') {
         return error_page(StatusCode::UNPROCESSABLE_ENTITY, "Please write an answer (at most 20,000 characters).");
     }
     let challenge = match subscribers::sent_challenge(&state.db, claims.subscriber_id, id).await {

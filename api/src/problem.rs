@@ -69,3 +69,8 @@ pub async fn from_error(err: poem::Error) -> poem::Response {
     };
     response(Problem::new(slug, title, status.as_u16(), detail))
 }
+
+/// The first field whose value contains a NUL character (Postgres text cannot store it).
+pub fn first_with_nul<'a>(fields: &[(&'a str, &str)]) -> Option<&'a str> {
+    fields.iter().find(|(_, value)| value.contains('\0')).map(|(name, _)| *name)
+}

@@ -24,6 +24,7 @@ pub struct SubscriberApi {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Challenge {
     id: i64,
     level: i16,
@@ -32,6 +33,7 @@ struct Challenge {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct NewSubmission {
     /// The subscriber's answer (code, link or text).
     #[oai(validator(max_length = 20000))]
@@ -41,6 +43,7 @@ struct NewSubmission {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct SubmissionResult {
     submission_id: i64,
     passed: bool,
@@ -51,6 +54,7 @@ struct SubmissionResult {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Questionnaire {
     /// Yes/no answers, in the order of `GET /v1/questionnaire`'s questions.
     #[oai(validator(min_items = 6, max_items = 6))]
@@ -58,12 +62,14 @@ struct Questionnaire {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Question {
     text: String,
     level: i16,
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct LevelChangeView {
     from_level: Option<i16>,
     to_level: i16,
@@ -72,6 +78,7 @@ struct LevelChangeView {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct LevelView {
     /// `null` until the placement questionnaire is taken.
     level: Option<i16>,
@@ -86,6 +93,8 @@ enum Answer<T: poem_openapi::types::ToJSON + Send + Sync> {
     Ok(Json<T>),
     #[oai(status = 201)]
     Created(Json<T>),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
     /// Missing, forged or expired token.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
@@ -136,6 +145,14 @@ impl SubscriberApi {
             Ok(c) => c,
             Err(e) => return e,
         };
+        if body.answer.contains('\0') {
+            return Answer::BadRequest(Json(Problem::new(
+                "invalid-request",
+                "Invalid request",
+                400,
+                "answer: must not contain NUL characters",
+            )));
+        }
         let pool = &self.state.db;
         let challenge = match subscribers::sent_challenge(pool, claims.subscriber_id, *id).await {
             Ok(Some(c)) => c,

@@ -1,0 +1,30 @@
+//! Property-based run of the API from its own OpenAPI document (schemathesis, installed by
+//! `scripts/test`): no 5xx, every response conforms to the documented schema and content type.
+
+use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_RATE_PER_SECOND", "100000").set("LEVELUP_API_BURST", "100000");
+    levelup_common::demo::seed(&env.db.pool).await.unwrap();
+    let api = spawn_api(env.config());
+    let schema = api.url("/openapi.json");
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}");
+    let program = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let output = tokio::process::Command::new(program)
+        .args(["run", &schema, "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance"])
+        .args(["-H", &auth, "--max-examples", "20", "--seed", "20261122", "--no-color"])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .await
+        .expect("schemathesis is installed (scripts/test installs it: python3 -m pip install schemathesis)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("Tested:"), "{report}");
+    api.stop().await.unwrap();
+}
