@@ -185,7 +185,7 @@ pub async fn level_page(Query(q): Query<TokenQuery>, Data(state): Data<&AppState
         Err(e) => return internal(e),
     };
     let needed = state.config.promotion_passes;
-    let rows: String = history
+    let mut rows: String = history
         .iter()
         .map(|h| {
             format!(
@@ -196,6 +196,9 @@ pub async fn level_page(Query(q): Query<TokenQuery>, Data(state): Data<&AppState
             )
         })
         .collect();
+    if rows.is_empty() {
+        rows = "<tr><td colspan=\"3\">No level changes yet.</td></tr>".to_owned();
+    }
     page(
         StatusCode::OK,
         "Your level",
