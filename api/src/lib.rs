@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .at("/level", poem::get(pages::level_page))
         .at("/admin", poem::get(admin_page::page))
         .at("/v1/webhooks/shopify", poem::post(webhooks::shopify))
+        .at("/v1/webhooks/ses", poem::post(webhooks::ses))
         .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
         .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
         .around(guard::protect)

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 pub struct AppState {
     pub config: Arc<Config>,
     pub signer: levelup_common::tokens::TokenSigner,
+    pub sns: levelup_common::sns::SnsVerifier,
     pub db: PgPool,
     pub redis: RedisHandle,
 }
@@ -31,6 +32,7 @@ impl AppState {
         let config = Arc::new(config);
         Ok(Self {
             signer: levelup_common::tokens::TokenSigner::new(config.token_keys.clone()),
+            sns: levelup_common::sns::SnsVerifier::new(config.sns_trusted_prefixes.clone()),
             db: db::connect_lazy(&config)?,
             redis: RedisHandle { config: config.clone(), connection: Arc::default() },
             config,

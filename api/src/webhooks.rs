@@ -80,3 +80,83 @@ pub async fn shopify(request: &Request, body: Body, Data(state): Data<&AppState>
         }
     }
 }
+
+/// `POST /v1/webhooks/ses`: SES bounce and complaint notifications delivered by SNS (the body is
+/// JSON sent as `text/plain`). The signature is verified before anything else; subscription
+/// confirmations are confirmed; notifications are applied once per SNS MessageId.
+#[handler]
+pub async fn ses(body: Body, Data(state): Data<&AppState>) -> Response {
+    use levelup_common::sns::{self, SnsError};
+    let Ok(raw) = body.into_bytes_limit(crate::MAX_BODY_BYTES).await else {
+        return response(Problem::new("payload-too-large", "Payload too large", 413, "notification too large"));
+    };
+    let message: serde_json::Value = match serde_json::from_slice(&raw) {
+        Ok(v) => v,
+        Err(err) => return response(Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}"))),
+    };
+    match state.sns.verify(&message).await {
+        Ok(()) => {}
+        Err(SnsError::Malformed(why)) => return response(Problem::new("invalid-request", "Invalid request", 400, why)),
+        Err(SnsError::CertFetch(why)) => {
+            tracing::warn!(%why, "SNS signing certificate unavailable");
+            // 5xx: SNS retries later.
+            return response(Problem::new(
+                "unavailable",
+                "Service unavailable",
+                503,
+                "signing certificate unavailable",
+            ));
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "SNS message rejected");
+            return response(Problem::new("invalid-signature", "Invalid SNS signature", 401, err.to_string()));
+        }
+    }
+    let kind = message.get("Type").and_then(serde_json::Value::as_str).unwrap_or("");
+    let message_id = message.get("MessageId").and_then(serde_json::Value::as_str).unwrap_or("");
+    let ok = |outcome: &str| {
+        Response::builder().content_type("application/json").body(serde_json::json!({ "outcome": outcome }).to_string())
+    };
+    match kind {
+        "SubscriptionConfirmation" => match state.sns.confirm_subscription(&message).await {
+            Ok(()) => {
+                tracing::info!(
+                    topic = message.get("TopicArn").and_then(serde_json::Value::as_str),
+                    "SNS subscription confirmed"
+                );
+                ok("subscription_confirmed")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "SNS subscription confirmation failed");
+                response(Problem::new("unavailable", "Service unavailable", 503, "could not confirm the subscription"))
+            }
+        },
+        "Notification" => {
+            let inner =
+                message.get("Message").and_then(serde_json::Value::as_str).and_then(|m| serde_json::from_str(m).ok());
+            let Some(inner) = inner else {
+                return response(Problem::new(
+                    "invalid-request",
+                    "Invalid request",
+                    400,
+                    "Message: not an SES notification",
+                ));
+            };
+            match sns::apply_ses_notification(&state.db, message_id, &inner).await {
+                Ok(outcome) => {
+                    tracing::info!(message_id, ?outcome, "SES notification");
+                    ok(match outcome {
+                        sns::SesEventOutcome::Duplicate => "duplicate",
+                        sns::SesEventOutcome::Suppressed(_) => "suppressed",
+                        sns::SesEventOutcome::Ignored => "ignored",
+                    })
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "SES notification failed");
+                    response(Problem::internal())
+                }
+            }
+        }
+        _ => ok("ignored"),
+    }
+}

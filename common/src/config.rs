@@ -92,6 +92,9 @@ pub struct Config {
     pub api_max_in_flight: usize,
     /// Shopify app secret that signs webhooks (`None`: the webhook endpoint is disabled).
     pub shopify_webhook_secret: Option<SecretString>,
+    /// URL prefixes trusted for SNS signing certificates besides `https://sns.<region>.amazonaws.com/`
+    /// (for a local fake; empty in production).
+    pub sns_trusted_prefixes: Vec<String>,
 }
 
 impl Config {
@@ -179,6 +182,10 @@ impl Config {
             api_burst: env.parse("LEVELUP_API_BURST", 40, positive)?,
             api_max_in_flight: env.parse("LEVELUP_API_MAX_IN_FLIGHT", 256, positive)?,
             shopify_webhook_secret: env.optional_secret("LEVELUP_SHOPIFY_WEBHOOK_SECRET", 8)?,
+            sns_trusted_prefixes: env
+                .optional_string("LEVELUP_SNS_TRUSTED_CERT_PREFIXES")
+                .map(|raw| raw.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
+                .unwrap_or_default(),
             metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
                 None => None,
                 Some(raw) => Some(

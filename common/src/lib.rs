@@ -17,6 +17,7 @@ pub mod redis_conn;
 pub mod resilience;
 pub mod shopify_webhooks;
 pub mod shutdown;
+pub mod sns;
 pub mod subscriber_admin;
 pub mod subscribers;
 pub mod telemetry;

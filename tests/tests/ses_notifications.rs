@@ -1,0 +1,156 @@
+//! SES bounces and complaints arriving through SNS: signatures (v1 SHA1withRSA, v2 SHA256withRSA)
+//! verified against a certificate served locally, subscription confirmation, dedupe, suppression.
+
+use std::sync::{Arc, Mutex};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use levelup_tests::{TestEnv, processes::spawn_api};
+use poem::{EndpointExt, Route, Server, get, handler, listener::TcpAcceptor, web::Data};
+use rsa::{
+    RsaPrivateKey,
+    pkcs1v15::SigningKey,
+    pkcs8::DecodePrivateKey,
+    signature::{SignatureEncoding, Signer},
+};
+use serde_json::{Value, json};
+
+const KEY: &str = include_str!("../fixtures/sns-test-key.pem");
+const CERT: &str = include_str!("../fixtures/sns-test-cert.pem");
+
+#[handler]
+fn cert() -> &'static str {
+    CERT
+}
+
+#[handler]
+fn confirm(Data(hits): Data<&Arc<Mutex<u32>>>) -> &'static str {
+    *hits.lock().unwrap() += 1;
+    "<ConfirmSubscriptionResponse/>"
+}
+
+/// Serves the signing certificate and a SubscribeURL; returns the base URL and the confirm hit counter.
+fn fake_sns() -> (String, Arc<Mutex<u32>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(0));
+    let app = Route::new().at("/cert.pem", get(cert)).at("/confirm", get(confirm)).data(hits.clone());
+    let acceptor = TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let _ = Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    (base, hits)
+}
+
+/// Signs per the SNS documentation, written out here independently of the code under test.
+fn sign(mut message: Value, version: &str) -> Value {
+    let get = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
+    let names: &[&str] = if get("Type").as_deref() == Some("Notification") {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    };
+    let canonical: String = names.iter().filter_map(|n| get(n).map(|v| format!("{n}\n{v}\n"))).collect();
+    let key = RsaPrivateKey::from_pkcs8_pem(KEY).unwrap();
+    let signature = match version {
+        "1" => SigningKey::<sha1::Sha1>::new(key).sign(canonical.as_bytes()).to_vec(),
+        _ => SigningKey::<sha2::Sha256>::new(key).sign(canonical.as_bytes()).to_vec(),
+    };
+    message["SignatureVersion"] = json!(version);
+    message["Signature"] = json!(STANDARD.encode(signature));
+    message
+}
+
+fn notification(base: &str, id: &str, inner: Value) -> Value {
+    json!({
+        "Type": "Notification", "MessageId": id, "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
+        "Message": inner.to_string(), "Timestamp": "2026-11-22T12:00:00.000Z",
+        "SigningCertURL": format!("{base}cert.pem"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_bounces_and_complaints_suppress_and_tampered_ones_are_rejected() {
+    let (base, confirms) = fake_sns();
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_SNS_TRUSTED_CERT_PREFIXES", base.clone());
+    let pool = env.db.pool.clone();
+    sqlx::query("INSERT INTO subscribers (email) VALUES ('ada@example.com'), ('bo@example.com'), ('cy@example.com')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let post = |message: Value| {
+        client
+            .post(api.url("/v1/webhooks/ses"))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(message.to_string())
+            .send()
+    };
+    let status = |email: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM subscribers WHERE email = $1")
+                .bind(email)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    let subscription = sign(
+        json!({
+            "Type": "SubscriptionConfirmation", "MessageId": "sub-1", "Token": "tok",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events", "Message": "You have chosen to subscribe",
+            "SubscribeURL": format!("{base}confirm?Token=tok"), "Timestamp": "2026-11-22T12:00:00.000Z",
+            "SigningCertURL": format!("{base}cert.pem"),
+        }),
+        "1",
+    );
+    let confirmed = post(subscription).await.unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(*confirms.lock().unwrap(), 1, "the SubscribeURL was visited");
+
+    let bounce = json!({"notificationType": "Bounce", "mail": {"messageId": "ses-1"},
+        "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "Ada@Example.com"}]}});
+    // Tampered after signing: rejected, nothing changes.
+    let mut tampered = sign(notification(&base, "n-1", bounce.clone()), "2");
+    tampered["Message"] = json!(
+        json!({"notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "bo@example.com"}]}})
+        .to_string()
+    );
+    assert_eq!(post(tampered).await.unwrap().status(), 401);
+    assert_eq!(status("bo@example.com").await, "active");
+    // A certificate from anywhere but SNS is refused.
+    let mut elsewhere = notification(&base, "n-x", bounce.clone());
+    elsewhere["SigningCertURL"] = json!("https://certs.example.com/cert.pem");
+    assert_eq!(post(sign(elsewhere, "2")).await.unwrap().status(), 401);
+
+    let accepted = post(sign(notification(&base, "n-1", bounce.clone()), "2")).await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(accepted.json::<Value>().await.unwrap()["outcome"], "suppressed");
+    assert_eq!(status("ada@example.com").await, "bounced");
+    let again = post(sign(notification(&base, "n-1", bounce), "2")).await.unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap()["outcome"], "duplicate");
+
+    let complaint =
+        json!({"eventType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": "bo@example.com"}]}});
+    assert_eq!(post(sign(notification(&base, "n-2", complaint), "1")).await.unwrap().status(), 200);
+    assert_eq!(status("bo@example.com").await, "complained");
+
+    let transient = json!({"notificationType": "Bounce",
+        "bounce": {"bounceType": "Transient", "bouncedRecipients": [{"emailAddress": "cy@example.com"}]}});
+    let ignored = post(sign(notification(&base, "n-3", transient), "2")).await.unwrap();
+    assert_eq!(ignored.json::<Value>().await.unwrap()["outcome"], "ignored");
+    assert_eq!(status("cy@example.com").await, "active", "a transient bounce does not suppress");
+
+    let suppressed: Vec<(String, String)> =
+        sqlx::query_as("SELECT email_lower, reason FROM suppressions ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        suppressed,
+        vec![("ada@example.com".into(), "bounce".into()), ("bo@example.com".into(), "complaint".into())]
+    );
+    api.stop().await.unwrap();
+}
