@@ -56,9 +56,13 @@ async fn missing_forged_expired_or_wrong_purpose_tokens_are_refused() {
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let expired = signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() - 1).unwrap();
-    let mut forged = token(id, Purpose::Access);
-    forged.pop();
-    forged.push('A');
+    // Change the first character of the signature (always a data-carrying character).
+    let valid = token(id, Purpose::Access);
+    let signature_start = valid.rfind('.').unwrap() + 1;
+    let replacement = if valid.as_bytes()[signature_start] == b'A' { "B" } else { "A" };
+    let mut forged = valid.clone();
+    forged.replace_range(signature_start..signature_start + 1, replacement);
+    assert_ne!(forged, valid);
     let unsub = token(id, Purpose::Unsubscribe);
     let url = api.url(&format!("/v1/challenges/{}/submissions", challenges[0]));
     for (token, why) in
