@@ -70,11 +70,23 @@ impl TestEnv {
         for (k, v) in ses.env() {
             env.set(&k, v);
         }
-        env.set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
-            .set("LEVELUP_SCHEDULER_TICK_MS", "100")
-            .set("LEVELUP_EMAIL_CONCURRENCY", "8")
-            .set("LEVELUP_PUBLIC_BASE_URL", "https://levelup.example/");
+        env.for_runs().set("LEVELUP_EMAIL_CONCURRENCY", "8").set("LEVELUP_PUBLIC_BASE_URL", "https://levelup.example/");
         env
+    }
+
+    /// Mail goes to a fresh outbox folder (deleted when the returned guard drops); run-friendly
+    /// settings as in [`TestEnv::with_fake_ses`].
+    pub async fn with_outbox() -> (Self, TempOutbox) {
+        let mut env = Self::new().await;
+        let outbox =
+            TempOutbox { path: std::env::temp_dir().join(format!("levelup-outbox-{}", uuid::Uuid::new_v4().simple())) };
+        env.for_runs().set("LEVELUP_OUTBOX_DIR", outbox.path.to_string_lossy().to_string());
+        (env, outbox)
+    }
+
+    /// No cron firing (tests trigger runs themselves) and a fast scheduler tick.
+    fn for_runs(&mut self) -> &mut Self {
+        self.set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099").set("LEVELUP_SCHEDULER_TICK_MS", "100")
     }
 
     /// Waits until `week`'s run is completed.
@@ -92,6 +104,23 @@ impl TestEnv {
     pub fn config(&self) -> Config {
         Config::from_lookup(|k| self.vars.get(k).cloned()).expect("test configuration is valid")
     }
+}
+
+/// An outbox folder that is removed when dropped.
+pub struct TempOutbox {
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for TempOutbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A signer with the test token keys, to mint or check subscriber link tokens.
+pub fn token_signer() -> levelup_common::tokens::TokenSigner {
+    let (kid, key) = TOKEN_KEYS.split_once(':').expect("kid:key");
+    levelup_common::tokens::TokenSigner::new(vec![(kid.to_owned(), secrecy::SecretString::from(key.to_owned()))])
 }
 
 fn init_test_logging() {

@@ -63,11 +63,7 @@ async fn triggering_a_run_needs_the_admin_key_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ses_a_triggered_run_leaves_readable_eml_files_in_the_outbox() {
-    let mut env = TestEnv::new().await;
-    let outbox = std::env::temp_dir().join(format!("levelup-outbox-{}", uuid::Uuid::new_v4().simple()));
-    env.set("LEVELUP_OUTBOX_DIR", outbox.to_string_lossy().to_string())
-        .set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
-        .set("LEVELUP_SCHEDULER_TICK_MS", "100");
+    let (env, outbox) = TestEnv::with_outbox().await;
     let pool = &env.db.pool;
     fixtures::challenges(pool, 2, 1).await;
     fixtures::subscribers(pool, 5, 2).await;
@@ -87,7 +83,7 @@ async fn without_ses_a_triggered_run_leaves_readable_eml_files_in_the_outbox() {
         weekly_runs::get(pool, "2026-W48").await.unwrap().filter(|r| r.status == "completed")
     })
     .await;
-    let mut files: Vec<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&outbox.path).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert_eq!(files.len(), 6, "one .eml per subscriber: {files:?}");
     let all: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
@@ -99,7 +95,6 @@ async fn without_ses_a_triggered_run_leaves_readable_eml_files_in_the_outbox() {
     let invite = all.iter().find(|m| m.contains("newbie@example.com")).expect("newbie's message");
     assert!(invite.contains("questionnaire"), "no level yet: questionnaire invitation");
     api.stop().await.unwrap();
-    std::fs::remove_dir_all(&outbox).ok();
 }
 
 #[tokio::test]
@@ -128,11 +123,7 @@ async fn the_admin_page_needs_the_key_and_shows_runs_and_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_can_send_one_subscribers_email_for_a_week_and_follow_the_job() {
-    let mut env = TestEnv::new().await;
-    let outbox = std::env::temp_dir().join(format!("levelup-outbox-{}", uuid::Uuid::new_v4().simple()));
-    env.set("LEVELUP_OUTBOX_DIR", outbox.to_string_lossy().to_string())
-        .set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
-        .set("LEVELUP_SCHEDULER_TICK_MS", "100");
+    let (env, outbox) = TestEnv::with_outbox().await;
     let pool = &env.db.pool;
     fixtures::challenges(pool, 1, 1).await;
     let api = spawn_api(env.config());
@@ -168,7 +159,6 @@ async fn an_operator_can_send_one_subscribers_email_for_a_week_and_follow_the_jo
     })
     .await;
     assert!(done["message_id"].as_str().unwrap().ends_with("@outbox.levelup"));
-    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&outbox.path).unwrap().count(), 1);
     api.stop().await.unwrap();
-    std::fs::remove_dir_all(&outbox).ok();
 }

@@ -69,11 +69,7 @@ async fn start_chromedriver() -> ChromeDriver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_opens_the_emailed_challenge_submits_sees_progress_and_unsubscribes() {
-    let mut env = TestEnv::new().await;
-    let outbox = std::env::temp_dir().join(format!("levelup-browser-{}", uuid::Uuid::new_v4().simple()));
-    env.set("LEVELUP_OUTBOX_DIR", outbox.to_string_lossy().to_string())
-        .set("LEVELUP_SCHEDULE_CRON", "0 0 0 1 1 * 2099")
-        .set("LEVELUP_SCHEDULER_TICK_MS", "100");
+    let (mut env, outbox) = TestEnv::with_outbox().await;
     let pool = env.db.pool.clone();
     let pool = &pool;
     fixtures::challenges(pool, 1, 2).await;
@@ -88,7 +84,7 @@ async fn a_subscriber_opens_the_emailed_challenge_submits_sees_progress_and_unsu
     weekly_runs::create(pool, IsoWeek::parse("2026-W47").unwrap(), "test").await.unwrap();
     env.run_completed("2026-W47", Duration::from_secs(60)).await;
 
-    let eml_path = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap().path();
+    let eml_path = std::fs::read_dir(&outbox.path).unwrap().next().unwrap().unwrap().path();
     let eml = std::fs::read_to_string(&eml_path).unwrap();
     let body = decode_quoted_printable(&eml);
     let challenge_link = link_after(&body, &format!("{}/challenge/", api.base_url));
@@ -164,5 +160,4 @@ async fn a_subscriber_opens_the_emailed_challenge_submits_sees_progress_and_unsu
     assert_eq!(status().await, "unsubscribed");
     browser.close().await.unwrap();
     api.stop().await.unwrap();
-    std::fs::remove_dir_all(&outbox).ok();
 }

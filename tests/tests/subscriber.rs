@@ -1,16 +1,10 @@
 //! The subscriber's side: signed links, challenges, submissions and the level-up rule, the
 //! questionnaire, level and progress, unsubscribe (JSON API and pages).
 
-use levelup_common::tokens::{Purpose, TokenSigner};
-use levelup_tests::{TOKEN_KEYS, TestEnv, fixtures, processes::spawn_api};
-use secrecy::SecretString;
+use levelup_common::tokens::Purpose;
+use levelup_tests::{TestEnv, fixtures, processes::spawn_api, token_signer as signer};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-fn signer() -> TokenSigner {
-    let (kid, key) = TOKEN_KEYS.split_once(':').unwrap();
-    TokenSigner::new(vec![(kid.to_owned(), SecretString::from(key.to_owned()))])
-}
 
 fn token(subscriber: i64, purpose: Purpose) -> String {
     signer().issue(subscriber, purpose, chrono::Utc::now().timestamp() + 3600).unwrap()

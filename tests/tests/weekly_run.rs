@@ -3,13 +3,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use levelup_common::{
-    domain::IsoWeek,
-    tokens::{Purpose, TokenSigner},
-    weekly_runs,
+use levelup_common::{domain::IsoWeek, tokens::Purpose, weekly_runs};
+use levelup_tests::{
+    TestEnv, fake_ses::FakeSes, fixtures, processes::ChildProcess, token_signer as signer, wait_until,
 };
-use levelup_tests::{TOKEN_KEYS, TestEnv, fake_ses::FakeSes, fixtures, processes::ChildProcess, wait_until};
-use secrecy::SecretString;
 
 const WEEK: &str = "2026-W47";
 const LEVELS: i16 = 3;
@@ -20,11 +17,6 @@ async fn env_with_fake_ses(ses: &FakeSes) -> TestEnv {
 
 async fn wait_for_completion(env: &TestEnv, deadline: Duration) -> weekly_runs::WeeklyRun {
     env.run_completed(WEEK, deadline).await
-}
-
-fn signer() -> TokenSigner {
-    let (kid, key) = TOKEN_KEYS.split_once(':').unwrap();
-    TokenSigner::new(vec![(kid.to_owned(), SecretString::from(key.to_owned()))])
 }
 
 fn token_in(url_text: &str, path: &str) -> String {
