@@ -5,6 +5,7 @@
 mod admin;
 mod admin_data;
 mod admin_page;
+mod admin_sync;
 mod guard;
 mod idempotency;
 mod metrics;
@@ -28,13 +29,17 @@ pub use state::AppState;
 fn openapi(
     state: &AppState,
     config: &Config,
-) -> OpenApiService<(ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi, admin_data::AdminDataApi), ()> {
+) -> OpenApiService<
+    (ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi, admin_data::AdminDataApi, admin_sync::AdminSyncApi),
+    (),
+> {
     let server = config.public_base_url.as_str().trim_end_matches('/').to_owned();
     let apis = (
         ops::OpsApi { state: state.clone() },
         subscriber::SubscriberApi { state: state.clone() },
         admin::AdminApi { state: state.clone() },
         admin_data::AdminDataApi { state: state.clone() },
+        admin_sync::AdminSyncApi { state: state.clone() },
     );
     OpenApiService::new(apis, "LevelUp", env!("CARGO_PKG_VERSION"))
         .description("Weekly challenge emails for Shopify subscribers: subscriber and operator API.")

@@ -50,3 +50,10 @@ impl AppState {
         self.signer.verify(token, purpose, chrono::Utc::now().timestamp())
     }
 }
+
+impl AppState {
+    /// Which Shopify customers are subscribers (the configured product's buyers, or all consenting).
+    pub fn shopify_rules(&self) -> levelup_common::shopify::upsert::Rules {
+        levelup_common::shopify::upsert::Rules::from_config(&self.config)
+    }
+}

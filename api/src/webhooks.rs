@@ -61,7 +61,7 @@ pub async fn shopify(request: &Request, body: Body, Data(state): Data<&AppState>
         Ok(v) => v,
         Err(err) => return response(Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}"))),
     };
-    match shopify_webhooks::apply(&state.db, webhook_id, topic, &payload).await {
+    match shopify_webhooks::apply_with_rules(&state.db, &state.shopify_rules(), webhook_id, topic, &payload).await {
         Ok(outcome) => {
             tracing::info!(webhook_id, topic, ?outcome, "shopify webhook");
             let label = match outcome {

@@ -39,6 +39,32 @@ pub struct SesConfig {
     pub timeout: Duration,
 }
 
+/// The Shopify store LevelUp syncs subscribers from (`None` in [`Config::shopify`]: no store).
+#[derive(Debug, Clone)]
+pub struct ShopifyConfig {
+    /// `https://{shop}/admin/api/{version}/graphql.json` (or a local fake's URL).
+    pub graphql_url: url::Url,
+    pub access_token: SecretString,
+    /// When set, only buyers of this product (recorded from `orders/paid` webhooks) are subscribers.
+    pub product_gid: Option<String>,
+    pub timeout: Duration,
+    /// Customers per page (Shopify allows at most 250).
+    pub page_size: u32,
+    /// Shopify requests per second for the whole fleet, on top of the cost-based bucket (`None`: unlimited).
+    pub max_requests_per_second: Option<f64>,
+}
+
+/// How the subscriber sync runs (it needs [`ShopifyConfig`] to do anything).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// When the scheduler starts a full sync (default daily at 03:00 in the schedule's time zone).
+    pub cron: String,
+    /// A page fetch claimed longer ago than this is presumed abandoned (its worker died).
+    pub claim_timeout: Duration,
+    /// Transient failures (5xx, timeouts) of one page or write-back before it gives up.
+    pub retry: crate::resilience::retry::RetryPolicy,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: SecretString,
@@ -90,6 +116,8 @@ pub struct Config {
     pub api_burst: u32,
     /// API requests handled at once; more are shed with 503.
     pub api_max_in_flight: usize,
+    pub shopify: Option<ShopifyConfig>,
+    pub sync: SyncConfig,
     /// Shopify app secret that signs webhooks (`None`: the webhook endpoint is disabled).
     pub shopify_webhook_secret: Option<SecretString>,
     /// URL prefixes trusted for SNS signing certificates besides `https://sns.<region>.amazonaws.com/`
@@ -136,7 +164,23 @@ impl Config {
         if redis_namespace.is_empty() || redis_namespace.contains(char::is_whitespace) {
             return Err(env.error("LEVELUP_REDIS_NAMESPACE", "must be non-empty without spaces".into()));
         }
+        let sync_cron = env.string("LEVELUP_SYNC_CRON", "0 0 3 * * *");
+        if let Err(err) = sync_cron.parse::<cron::Schedule>() {
+            return Err(env
+                .error("LEVELUP_SYNC_CRON", format!("not a cron expression (sec min hour day month weekday): {err}")));
+        }
+        let shopify = env.shopify()?;
         Ok(Self {
+            shopify,
+            sync: SyncConfig {
+                cron: sync_cron,
+                claim_timeout: Duration::from_secs(env.parse("LEVELUP_SYNC_CLAIM_TIMEOUT_SECS", 120, positive)?),
+                retry: crate::resilience::retry::RetryPolicy {
+                    max_attempts: env.parse("LEVELUP_SYNC_MAX_ATTEMPTS", 6, positive)?,
+                    base_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_BASE_MS", 1000, positive)?),
+                    max_delay: Duration::from_millis(env.parse("LEVELUP_SYNC_RETRY_MAX_MS", 60_000, positive)?),
+                },
+            },
             database_url: env.secret("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/levelup"),
             database_max_connections: env.parse("LEVELUP_DATABASE_MAX_CONNECTIONS", 10, positive)?,
             redis_url: env.secret("REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -226,6 +270,11 @@ fn default_worker_name() -> String {
     format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
+fn is_api_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 7 && b[4] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit())
+}
+
 fn positive<T: PartialOrd + Default>(value: &T) -> bool {
     *value > T::default()
 }
@@ -272,6 +321,59 @@ impl Env<'_> {
             Ok(value) if valid(&value) => Ok(value),
             _ => Err(self.error(var, format!("invalid value `{raw}`"))),
         }
+    }
+
+    /// `LEVELUP_SHOPIFY_SHOP` and `LEVELUP_SHOPIFY_ACCESS_TOKEN` together, or neither.
+    fn shopify(&self) -> Result<Option<ShopifyConfig>, ConfigError> {
+        let shop = self.optional_string("LEVELUP_SHOPIFY_SHOP");
+        let token = self.optional_secret("LEVELUP_SHOPIFY_ACCESS_TOKEN", 8)?;
+        let (shop, access_token) = match (shop, token) {
+            (None, None) => return Ok(None),
+            (Some(shop), Some(token)) => (shop, token),
+            (Some(_), None) => {
+                return Err(
+                    self.error("LEVELUP_SHOPIFY_ACCESS_TOKEN", "required when LEVELUP_SHOPIFY_SHOP is set".into())
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    self.error("LEVELUP_SHOPIFY_SHOP", "required when LEVELUP_SHOPIFY_ACCESS_TOKEN is set".into())
+                );
+            }
+        };
+        let version = self.string("LEVELUP_SHOPIFY_API_VERSION", "2025-10");
+        if !is_api_version(&version) {
+            return Err(self.error("LEVELUP_SHOPIFY_API_VERSION", format!("expected YYYY-MM, got `{version}`")));
+        }
+        // `my-store.myshopify.com`, or a full base URL (a local fake, a proxy).
+        let base = if shop.starts_with("http://") || shop.starts_with("https://") {
+            shop.trim_end_matches('/').to_owned()
+        } else if shop.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') && shop.contains('.') {
+            format!("https://{shop}")
+        } else {
+            return Err(
+                self.error("LEVELUP_SHOPIFY_SHOP", format!("expected `my-store.myshopify.com` or a URL, got `{shop}`"))
+            );
+        };
+        let graphql_url = url::Url::parse(&format!("{base}/admin/api/{version}/graphql.json"))
+            .map_err(|err| self.error("LEVELUP_SHOPIFY_SHOP", format!("not a valid shop address: {err}")))?;
+        let product_gid = match self.optional_string("LEVELUP_SHOPIFY_PRODUCT_ID") {
+            None => None,
+            Some(raw) => Some(crate::shopify::gid("Product", &raw).ok_or_else(|| {
+                self.error("LEVELUP_SHOPIFY_PRODUCT_ID", format!("expected a product id, got `{raw}`"))
+            })?),
+        };
+        Ok(Some(ShopifyConfig {
+            graphql_url,
+            access_token,
+            product_gid,
+            timeout: Duration::from_millis(self.parse("LEVELUP_SHOPIFY_TIMEOUT_MS", 10_000, positive)?),
+            page_size: self.parse("LEVELUP_SHOPIFY_PAGE_SIZE", 250, |v: &u32| (1..=250).contains(v))?,
+            max_requests_per_second: Some(
+                self.parse("LEVELUP_SHOPIFY_MAX_REQUESTS_PER_SECOND", 10.0, |v: &f64| *v >= 0.0 && v.is_finite())?,
+            )
+            .filter(|rate| *rate > 0.0),
+        }))
     }
 
     /// `kid1:secret1,kid2:secret2`; every secret at least 32 characters.
@@ -325,10 +427,42 @@ mod tests {
             ("LEVELUP_PUBLIC_BASE_URL", "not a url"),
             ("LEVELUP_TOKEN_KEYS", "k1:short"),
             ("LEVELUP_ADMIN_API_KEY", "tiny"),
+            ("LEVELUP_SYNC_CRON", "daily"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn shopify_needs_shop_and_token_and_builds_the_graphql_url() {
+        assert!(config(&[]).unwrap().shopify.is_none());
+        let err = config(&[("LEVELUP_SHOPIFY_SHOP", "my-store.myshopify.com")]).unwrap_err();
+        assert_eq!(err.var, "LEVELUP_SHOPIFY_ACCESS_TOKEN");
+        let cfg = config(&[
+            ("LEVELUP_SHOPIFY_SHOP", "my-store.myshopify.com"),
+            ("LEVELUP_SHOPIFY_ACCESS_TOKEN", "shpat_0123456789"),
+            ("LEVELUP_SHOPIFY_PRODUCT_ID", "42"),
+        ])
+        .unwrap();
+        let shopify = cfg.shopify.unwrap();
+        assert_eq!(shopify.graphql_url.as_str(), "https://my-store.myshopify.com/admin/api/2025-10/graphql.json");
+        assert_eq!(shopify.product_gid.as_deref(), Some("gid://shopify/Product/42"));
+        assert_eq!(shopify.page_size, 250);
+        for (var, value) in [
+            ("LEVELUP_SHOPIFY_API_VERSION", "latest"),
+            ("LEVELUP_SHOPIFY_PAGE_SIZE", "251"),
+            ("LEVELUP_SHOPIFY_SHOP", "my store"),
+            ("LEVELUP_SHOPIFY_PRODUCT_ID", "gid://shopify/Customer/1"),
+        ] {
+            let mut vars = vec![
+                ("LEVELUP_SHOPIFY_SHOP", "my-store.myshopify.com"),
+                ("LEVELUP_SHOPIFY_ACCESS_TOKEN", "shpat_0123456789"),
+            ];
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            assert_eq!(config(&vars).expect_err(var).var, var);
         }
     }
 
@@ -338,6 +472,8 @@ mod tests {
             ("DATABASE_URL", "postgres://u:hunter2-db@h/db"),
             ("LEVELUP_ADMIN_API_KEY", "hunter2-admin-key-0123456789"),
             ("LEVELUP_TOKEN_KEYS", "k1:hunter2-token-key-0123456789abcdefghij"),
+            ("LEVELUP_SHOPIFY_SHOP", "s.myshopify.com"),
+            ("LEVELUP_SHOPIFY_ACCESS_TOKEN", "shpat_hunter2"),
         ])
         .unwrap();
         let printed = format!("{cfg:?}");

@@ -20,3 +20,13 @@ pub fn email_queue(config: &Config) -> String {
 pub fn sync_queue(config: &Config) -> String {
     format!("{}:shopify-sync", config.redis_namespace)
 }
+
+/// Work on the Shopify sync queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShopifyJob {
+    /// Fetch and apply page `page` of sync `sync_id` (the cursor is in the sync row).
+    SyncPage { sync_id: i64, page: i32 },
+    /// Write an unsubscribe back to Shopify.
+    WriteBack { writeback_id: i64 },
+}

@@ -15,6 +15,7 @@ pub mod process;
 pub mod queue;
 pub mod redis_conn;
 pub mod resilience;
+pub mod shopify;
 pub mod shopify_webhooks;
 pub mod shutdown;
 pub mod sns;

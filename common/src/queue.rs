@@ -25,10 +25,30 @@ pub fn email_storage(config: &Config, conn: ConnectionManager) -> RedisStorage<j
     RedisStorage::new(conn).with_config(email_queue_config(config))
 }
 
+pub fn sync_queue_config(config: &Config) -> QueueConfig {
+    QueueConfig::default()
+        .queue(jobs::sync_queue(config))
+        .heartbeat_interval(HEARTBEAT)
+        .missed_heartbeats(MISSED_HEARTBEATS)
+        .batch_size(config.sync_concurrency.max(1))
+}
+
+pub fn sync_storage(config: &Config, conn: ConnectionManager) -> RedisStorage<jobs::ShopifyJob> {
+    RedisStorage::new(conn).with_config(sync_queue_config(config))
+}
+
 /// Jobs in the email queue's Redis structures (waiting, scheduled for retry, in flight).
 /// apalis-redis's own stats commands do not work in 1.0.0, so we count the keys ourselves.
 pub async fn email_queue_depth(config: &Config, conn: &mut ConnectionManager) -> redis::RedisResult<QueueDepth> {
-    let queue = email_queue_config(config);
+    queue_depth(&email_queue_config(config), conn).await
+}
+
+/// Jobs in the Shopify sync queue's Redis structures.
+pub async fn sync_queue_depth(config: &Config, conn: &mut ConnectionManager) -> redis::RedisResult<QueueDepth> {
+    queue_depth(&sync_queue_config(config), conn).await
+}
+
+async fn queue_depth(queue: &QueueConfig, conn: &mut ConnectionManager) -> redis::RedisResult<QueueDepth> {
     let (waiting, scheduled, workers): (u64, u64, Vec<String>) = redis::pipe()
         .llen(queue.active_jobs_list())
         .zcard(queue.scheduled_jobs_set())

@@ -1,16 +1,20 @@
 //! Effects of Shopify webhooks on subscribers, applied in the same transaction that records the
 //! webhook id, so a redelivered webhook (Shopify retries on timeouts) has its effect once.
 //!
-//! Topics: `customers/create` and `customers/update` add a consenting customer as an active
-//! subscriber without a level (existing subscribers keep their status: an unsubscribed person is
-//! never re-subscribed by a webhook); `customers/email_marketing_consent_update` with a withdrawn
-//! consent unsubscribes and suppresses; `customers/redact` erases the subscriber and everything
-//! tied to them. Other topics are recorded and ignored.
+//! Topics: `customers/create`, `customers/update` and `customers/email_marketing_consent_update`
+//! go through the sync's upsert path ([`crate::shopify::upsert`]): consent given → active
+//! subscriber without a level, consent withdrawn → unsubscribed and suppressed (an unsubscribed
+//! person is re-activated only by a consent newer than their unsubscribe); `orders/paid` records
+//! buyers of the configured product; `customers/redact` erases the subscriber and everything tied
+//! to them. Other topics are recorded and ignored.
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::domain::EmailAddress;
+use crate::{
+    domain::EmailAddress,
+    shopify::upsert::{self, CustomerRecord, Rules, Upserted},
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum WebhookOutcome {
@@ -33,6 +37,17 @@ fn consent_state(value: &Value) -> Option<String> {
 }
 
 pub async fn apply(pool: &PgPool, webhook_id: &str, topic: &str, payload: &Value) -> sqlx::Result<WebhookOutcome> {
+    apply_with_rules(pool, &Rules::default(), webhook_id, topic, payload).await
+}
+
+/// Applies a webhook once (deduplicated by its id) through the same upsert path as the sync.
+pub async fn apply_with_rules(
+    pool: &PgPool,
+    rules: &Rules,
+    webhook_id: &str,
+    topic: &str,
+    payload: &Value,
+) -> sqlx::Result<WebhookOutcome> {
     let mut tx = pool.begin().await?;
     let fresh = sqlx::query(
         "INSERT INTO received_webhooks (source, webhook_id, topic) VALUES ('shopify', $1, $2) ON CONFLICT DO NOTHING",
@@ -47,38 +62,48 @@ pub async fn apply(pool: &PgPool, webhook_id: &str, topic: &str, payload: &Value
     }
     let outcome = match topic {
         "customers/create" | "customers/update" => {
-            let email = payload.get("email").and_then(Value::as_str).and_then(|e| EmailAddress::parse(e).ok());
-            let gid = payload.get("id").and_then(customer_gid);
-            match (email, consent_state(payload).as_deref()) {
-                (Some(email), Some("subscribed")) => {
-                    sqlx::query(
-                        "INSERT INTO subscribers (email, first_name, shopify_customer_id) VALUES ($1, $2, $3)
-                         ON CONFLICT ((lower(email))) DO UPDATE
-                         SET first_name = COALESCE(EXCLUDED.first_name, subscribers.first_name),
-                             shopify_customer_id = COALESCE(subscribers.shopify_customer_id, EXCLUDED.shopify_customer_id),
-                             updated_at = now()",
-                    )
-                    .bind(email.as_str())
-                    .bind(payload.get("first_name").and_then(Value::as_str))
-                    .bind(gid)
-                    .execute(&mut *tx)
-                    .await?;
-                    WebhookOutcome::Applied("upserted")
-                }
-                (Some(email), Some(_)) => {
-                    unsubscribe(&mut tx, &email.lowercase()).await?;
-                    WebhookOutcome::Applied("unsubscribed")
-                }
-                _ => WebhookOutcome::Ignored,
-            }
+            let record = record(payload.get("email"), payload.get("id"), payload.get("first_name"), payload);
+            apply_record(&mut tx, rules, record).await?
         }
         "customers/email_marketing_consent_update" => {
-            let email = payload.get("email_address").and_then(Value::as_str).and_then(|e| EmailAddress::parse(e).ok());
-            match (email, consent_state(payload).as_deref()) {
-                (Some(_), Some("subscribed")) => WebhookOutcome::Ignored,
-                (Some(email), Some(_)) => {
-                    unsubscribe(&mut tx, &email.lowercase()).await?;
-                    WebhookOutcome::Applied("unsubscribed")
+            let record = record(payload.get("email_address"), payload.get("customer_id"), None, payload);
+            apply_record(&mut tx, rules, record).await?
+        }
+        "orders/paid" => {
+            let customer = payload.get("customer").unwrap_or(&Value::Null);
+            let gid = customer.get("id").and_then(customer_gid);
+            let email =
+                payload.get("email").or_else(|| customer.get("email")).and_then(Value::as_str).map(str::to_lowercase);
+            let order = payload.get("id").and_then(|id| gid_of("Order", id));
+            let bought = payload.get("line_items").and_then(Value::as_array).is_some_and(|items| {
+                items.iter().any(|item| {
+                    let product = item.get("product_id").and_then(|p| gid_of("Product", p));
+                    product.is_some() && product == rules.product_gid
+                })
+            });
+            match (bought, gid, order) {
+                (true, Some(gid), Some(order)) => {
+                    sqlx::query(
+                        "INSERT INTO shopify_buyers (customer_gid, product_gid, email_lower, order_gid)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (customer_gid, product_gid) DO NOTHING",
+                    )
+                    .bind(&gid)
+                    .bind(&rules.product_gid)
+                    .bind(&email)
+                    .bind(&order)
+                    .execute(&mut *tx)
+                    .await?;
+                    // A buyer who consented becomes a subscriber now, not at the next sync.
+                    let record = record(
+                        customer.get("email").or(payload.get("email")),
+                        customer.get("id"),
+                        customer.get("first_name"),
+                        customer,
+                    );
+                    match apply_record(&mut tx, rules, record).await? {
+                        WebhookOutcome::Applied(what) => WebhookOutcome::Applied(what),
+                        _ => WebhookOutcome::Applied("buyer recorded"),
+                    }
                 }
                 _ => WebhookOutcome::Ignored,
             }
@@ -93,6 +118,12 @@ pub async fn apply(pool: &PgPool, webhook_id: &str, topic: &str, payload: &Value
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM suppressions WHERE email_lower = $1").bind(&email).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM shopify_buyers WHERE customer_gid = $1 OR email_lower = $2")
+                .bind(&gid)
+                .bind(&email)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM shopify_writebacks WHERE customer_gid = $1").bind(&gid).execute(&mut *tx).await?;
             WebhookOutcome::Applied("redacted")
         }
         _ => WebhookOutcome::Ignored,
@@ -101,20 +132,46 @@ pub async fn apply(pool: &PgPool, webhook_id: &str, topic: &str, payload: &Value
     Ok(outcome)
 }
 
-async fn unsubscribe(tx: &mut sqlx::PgConnection, email_lower: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE subscribers SET status = 'unsubscribed', status_changed_at = now(), updated_at = now()
-         WHERE lower(email) = $1 AND status = 'active'",
-    )
-    .bind(email_lower)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO suppressions (email_lower, reason, detail) VALUES ($1, 'unsubscribe', 'shopify consent withdrawn')
-         ON CONFLICT (email_lower) DO NOTHING",
-    )
-    .bind(email_lower)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// The customer a webhook describes, when it has a usable address and a consent state.
+fn record(
+    email: Option<&Value>,
+    id: Option<&Value>,
+    first_name: Option<&Value>,
+    consent: &Value,
+) -> Option<CustomerRecord> {
+    let email = email.and_then(Value::as_str).and_then(|e| EmailAddress::parse(e).ok())?;
+    let state = consent_state(consent)?;
+    Some(CustomerRecord {
+        gid: id.and_then(customer_gid),
+        email,
+        first_name: first_name.and_then(Value::as_str).map(str::to_owned).filter(|n| !n.trim().is_empty()),
+        subscribed: state == "subscribed",
+        consent_at: consent
+            .pointer("/email_marketing_consent/consent_updated_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+    })
+}
+
+async fn apply_record(
+    tx: &mut sqlx::PgConnection,
+    rules: &Rules,
+    record: Option<CustomerRecord>,
+) -> sqlx::Result<WebhookOutcome> {
+    let Some(record) = record else { return Ok(WebhookOutcome::Ignored) };
+    Ok(match upsert::apply(tx, &record, rules, None).await? {
+        Upserted::Created | Upserted::Reactivated => WebhookOutcome::Applied("upserted"),
+        Upserted::Unsubscribed => WebhookOutcome::Applied("unsubscribed"),
+        Upserted::Unchanged if record.subscribed => WebhookOutcome::Applied("upserted"),
+        Upserted::Unchanged | Upserted::Skipped => WebhookOutcome::Ignored,
+    })
+}
+
+fn gid_of(kind: &str, value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => crate::shopify::gid(kind, &n.to_string()),
+        Value::String(s) => crate::shopify::gid(kind, s),
+        _ => None,
+    }
 }

@@ -181,7 +181,9 @@ pub async fn submit(
     Ok(SubmissionOutcome { submission_id, passed, level: current, promoted, passed_at_level })
 }
 
-/// Unsubscribes and suppresses the address, so no later import or sync re-activates it.
+/// Unsubscribes and suppresses the address, so no later import re-activates it (a Shopify sync
+/// does only if the customer subscribes again in the store afterwards), and records the write-back
+/// to Shopify.
 /// Returns whether the subscriber was active.
 pub async fn unsubscribe(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
@@ -201,6 +203,10 @@ pub async fn unsubscribe(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
     .bind(id)
     .execute(&mut *tx)
     .await?;
+    if changed == 1 {
+        // The store must agree: written back to Shopify by a job.
+        crate::shopify::writeback::record(&mut tx, id).await?;
+    }
     tx.commit().await?;
     Ok(changed == 1)
 }

@@ -7,7 +7,11 @@
 //! 2. for each unfinished run, takes the run's lease if free and advances it: fan-out pages,
 //!    then feeding the queue window, then completion.
 //!
-//! The scheduler only writes the ledger and enqueues; it never sends mail.
+//! 3. when a Shopify store is configured: starts the daily full sync when its cron fires (once,
+//!    whichever replica sees it first), pushes sync pages nobody pushed yet (syncs started by the
+//!    API) or whose job was lost, and pushes pending unsubscribe write-backs.
+//!
+//! The scheduler only writes the ledger and enqueues; it never sends mail or calls Shopify.
 
 use std::str::FromStr;
 
@@ -17,8 +21,8 @@ use chrono::{DateTime, Utc};
 use levelup_common::{
     Config, db,
     domain::IsoWeek,
-    jobs::SendChallengeEmail,
-    queue, redis_conn,
+    jobs::{SendChallengeEmail, ShopifyJob},
+    queue, redis_conn, shopify,
     shutdown::CancellationToken,
     weekly_runs::{self, FanOutPage},
 };
@@ -29,8 +33,10 @@ type EmailStorage = apalis_redis::RedisStorage<SendChallengeEmail>;
 pub struct Scheduler {
     pool: PgPool,
     storage: EmailStorage,
+    sync_storage: apalis_redis::RedisStorage<ShopifyJob>,
     config: Config,
     schedule: cron::Schedule,
+    sync_schedule: cron::Schedule,
     /// Lease owner name: unique per process.
     owner: String,
 }
@@ -68,9 +74,12 @@ impl Scheduler {
         let pool = db::connect(&config).await?;
         let redis = redis_conn::connect(&config).await?;
         let schedule = cron::Schedule::from_str(&config.schedule_cron).context("LEVELUP_SCHEDULE_CRON")?;
+        let sync_schedule = cron::Schedule::from_str(&config.sync.cron).context("LEVELUP_SYNC_CRON")?;
         Ok(Self {
             pool,
-            storage: queue::email_storage(&config, redis),
+            storage: queue::email_storage(&config, redis.clone()),
+            sync_storage: queue::sync_storage(&config, redis),
+            sync_schedule,
             owner: format!("scheduler-{}", config.worker_name),
             schedule,
             config,
@@ -80,6 +89,9 @@ impl Scheduler {
     pub async fn tick(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         self.create_due_run().await?;
         levelup_common::idempotency_keys::delete_expired(&self.pool).await?;
+        if self.config.shopify.is_some() {
+            self.shopify_tick().await.context("Shopify sync")?;
+        }
         for week in weekly_runs::unfinished(&self.pool).await? {
             if shutdown.is_cancelled() {
                 break;
@@ -162,6 +174,28 @@ impl Scheduler {
             }
         }
         tracing::debug!(week, pushed = ids.len(), outstanding, "fed the email queue");
+        Ok(())
+    }
+
+    async fn shopify_tick(&mut self) -> anyhow::Result<()> {
+        let tz = self.config.schedule_timezone;
+        if let Some(fired) = latest_firing(&self.sync_schedule, tz, Utc::now())
+            && let Some(started) = shopify::sync::start_if_due(&self.pool, fired.with_timezone(&Utc)).await?
+        {
+            tracing::info!(sync_id = started.id, fired_at = %fired, "scheduled Shopify sync started");
+        }
+        let stale_after = self.config.sync.claim_timeout;
+        let pages = shopify::sync::pages_to_push(&self.pool, stale_after).await?;
+        let writebacks = shopify::writeback::to_push(&self.pool, stale_after, 500).await?;
+        let jobs: Vec<ShopifyJob> = pages
+            .iter()
+            .map(|&(sync_id, page)| ShopifyJob::SyncPage { sync_id, page })
+            .chain(writebacks.iter().map(|&writeback_id| ShopifyJob::WriteBack { writeback_id }))
+            .collect();
+        if !jobs.is_empty() {
+            tracing::debug!(pages = pages.len(), writebacks = writebacks.len(), "fed the Shopify sync queue");
+            self.sync_storage.push_bulk(jobs).await.map_err(|e| anyhow::anyhow!("pushing Shopify jobs: {e}"))?;
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod fake_ses;
+pub mod fake_shopify;
 pub mod fixtures;
 pub mod processes;
 pub mod redis_ns;

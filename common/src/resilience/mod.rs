@@ -3,5 +3,6 @@
 //! policy (exponential backoff with full jitter, capped).
 
 pub mod breaker;
+pub mod cost_bucket;
 pub mod rate_limit;
 pub mod retry;

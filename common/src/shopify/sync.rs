@@ -1,0 +1,293 @@
+//! Durable full syncs of subscribed customers, one page per job.
+//!
+//! A sync row holds the cursor after the last committed page. A page job claims the page (so two
+//! copies of a job never both fetch it), fetches it, and in one transaction applies its customers
+//! and advances the cursor, checking it still holds the claim: a page is applied exactly once and
+//! a crash resumes from the last committed page. The job then pushes the next page's job; if that
+//! push is lost (crash), the scheduler pushes it again once no live claim holds the page.
+//! The last page ends the sync: Shopify subscribers it did not see are no longer subscribed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use super::{
+    client::ShopifyCustomer,
+    upsert::{self, CustomerRecord, Rules, Upserted},
+};
+use crate::domain::EmailAddress;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Sync {
+    pub id: i64,
+    pub trigger: String,
+    pub status: String,
+    pub next_page: i32,
+    pub pages: i32,
+    pub customers_seen: i64,
+    pub created: i64,
+    pub reactivated: i64,
+    pub unsubscribed: i64,
+    pub skipped: i64,
+    pub throttled: i64,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, trigger, status, next_page, pages, customers_seen, created, reactivated, unsubscribed,
+    skipped, throttled, error, started_at, updated_at, finished_at";
+
+#[derive(Debug, Clone)]
+pub enum Start {
+    Started(Sync),
+    AlreadyRunning(Sync),
+}
+
+/// Starts a full sync unless one is running (then returns that one).
+pub async fn start(pool: &PgPool, trigger: &str) -> sqlx::Result<Start> {
+    let started: Option<Sync> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO shopify_syncs (trigger) VALUES ($1)
+         ON CONFLICT ((true)) WHERE status = 'running' DO NOTHING RETURNING {COLUMNS}"
+    )))
+    .bind(trigger)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(sync) = started {
+        return Ok(Start::Started(sync));
+    }
+    match running(pool).await? {
+        Some(sync) => Ok(Start::AlreadyRunning(sync)),
+        // It finished between the two statements: start again.
+        None => Box::pin(start(pool, trigger)).await,
+    }
+}
+
+/// Starts a scheduled sync if none started since `fired_at` (the schedule's latest firing).
+pub async fn start_if_due(pool: &PgPool, fired_at: DateTime<Utc>) -> sqlx::Result<Option<Sync>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO shopify_syncs (trigger)
+         SELECT 'schedule' WHERE NOT EXISTS (SELECT 1 FROM shopify_syncs WHERE started_at >= $1)
+         ON CONFLICT ((true)) WHERE status = 'running' DO NOTHING RETURNING {COLUMNS}"
+    )))
+    .bind(fired_at)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn running(pool: &PgPool) -> sqlx::Result<Option<Sync>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shopify_syncs WHERE status = 'running'")))
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Sync>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shopify_syncs WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Sync>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM shopify_syncs ORDER BY started_at DESC, id DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Pages to push: running syncs whose next page was never pushed, or whose job was pushed long
+/// ago and is not held by a live claim (the job or its worker was lost). Marks them pushed.
+pub async fn pages_to_push(pool: &PgPool, stale_after: Duration) -> sqlx::Result<Vec<(i64, i32)>> {
+    sqlx::query_as(
+        "UPDATE shopify_syncs SET pushed_page = next_page, pushed_at = now()
+         WHERE status = 'running'
+           AND (claimed_until IS NULL OR claimed_until < now())
+           AND (pushed_page IS DISTINCT FROM next_page OR pushed_at < now() - make_interval(secs => $1))
+         RETURNING id, next_page",
+    )
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageClaim {
+    /// Fetch the page after this cursor.
+    Claimed { cursor: Option<String> },
+    /// The page is committed already, or the sync is over: a duplicate job.
+    Done,
+    /// Another worker is fetching it.
+    HeldElsewhere,
+}
+
+pub async fn claim_page(
+    pool: &PgPool,
+    sync_id: i64,
+    page: i32,
+    worker: &str,
+    timeout: Duration,
+) -> sqlx::Result<PageClaim> {
+    let claimed = sqlx::query(
+        "UPDATE shopify_syncs SET claimed_by = $3, claimed_until = now() + make_interval(secs => $4), updated_at = now()
+         WHERE id = $1 AND next_page = $2 AND status = 'running'
+           AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $3)
+         RETURNING cursor",
+    )
+    .bind(sync_id)
+    .bind(page)
+    .bind(worker)
+    .bind(timeout.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = claimed {
+        return Ok(PageClaim::Claimed { cursor: row.get("cursor") });
+    }
+    let current: Option<(String, i32)> = sqlx::query_as("SELECT status, next_page FROM shopify_syncs WHERE id = $1")
+        .bind(sync_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match current {
+        Some((status, next)) if status == "running" && next == page => PageClaim::HeldElsewhere,
+        _ => PageClaim::Done,
+    })
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageResult {
+    pub created: i64,
+    pub reactivated: i64,
+    pub unsubscribed: i64,
+    pub skipped: i64,
+    /// The sync ended with this page.
+    pub finished: bool,
+}
+
+/// Applies a fetched page and advances the sync, in one transaction. `None`: this worker no
+/// longer held the claim (another copy committed the page); nothing was applied.
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_page(
+    pool: &PgPool,
+    sync_id: i64,
+    page: i32,
+    worker: &str,
+    customers: &[ShopifyCustomer],
+    next_cursor: Option<&str>,
+    has_next_page: bool,
+    throttled: u64,
+    rules: &Rules,
+) -> sqlx::Result<Option<PageResult>> {
+    let mut tx = pool.begin().await?;
+    let held = sqlx::query(
+        "SELECT started_at FROM shopify_syncs
+         WHERE id = $1 AND next_page = $2 AND status = 'running' AND claimed_by = $3 FOR UPDATE",
+    )
+    .bind(sync_id)
+    .bind(page)
+    .bind(worker)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(held) = held else { return Ok(None) };
+    let started_at: DateTime<Utc> = held.get("started_at");
+    let mut result = PageResult { finished: !has_next_page, ..PageResult::default() };
+    for customer in customers {
+        let Some(email) = customer.email.as_deref().and_then(|e| EmailAddress::parse(e).ok()) else {
+            result.skipped += 1;
+            continue;
+        };
+        let record = CustomerRecord {
+            gid: Some(customer.gid.clone()),
+            email,
+            first_name: customer.first_name.clone().filter(|n| !n.trim().is_empty()),
+            subscribed: customer.marketing_state.as_deref() == Some("SUBSCRIBED"),
+            consent_at: customer.marketing_updated_at,
+        };
+        match upsert::apply(&mut tx, &record, rules, Some(sync_id)).await? {
+            Upserted::Created => result.created += 1,
+            Upserted::Reactivated => result.reactivated += 1,
+            Upserted::Unsubscribed => result.unsubscribed += 1,
+            Upserted::Skipped => result.skipped += 1,
+            Upserted::Unchanged => {}
+        }
+    }
+    if result.finished {
+        // Shopify subscribers this sync did not see have withdrawn consent (or left the store).
+        // Subscribers who arrived or changed during the sync are left for the next one.
+        let gone: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM subscribers
+             WHERE shopify_customer_id IS NOT NULL AND status = 'active'
+               AND shopify_seen_sync IS DISTINCT FROM $1 AND created_at < $2 AND status_changed_at < $2
+             FOR UPDATE",
+        )
+        .bind(sync_id)
+        .bind(started_at)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &gone {
+            upsert::unsubscribe(&mut tx, *id, "shopify: no longer subscribed").await?;
+        }
+        result.unsubscribed += gone.len() as i64;
+    }
+    sqlx::query(
+        "UPDATE shopify_syncs SET
+            next_page = next_page + 1, cursor = $2, claimed_by = NULL, claimed_until = NULL,
+            pages = pages + 1, customers_seen = customers_seen + $3, created = created + $4,
+            reactivated = reactivated + $5, unsubscribed = unsubscribed + $6, skipped = skipped + $7,
+            throttled = throttled + $8, attempts = 0, updated_at = now(),
+            status = CASE WHEN $9 THEN 'completed' ELSE status END,
+            finished_at = CASE WHEN $9 THEN now() ELSE finished_at END
+         WHERE id = $1",
+    )
+    .bind(sync_id)
+    .bind(next_cursor)
+    .bind(customers.len() as i64)
+    .bind(result.created)
+    .bind(result.reactivated)
+    .bind(result.unsubscribed)
+    .bind(result.skipped)
+    .bind(throttled as i64)
+    .bind(result.finished)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(result))
+}
+
+/// Records that the next page's job was pushed (so the scheduler does not push it too).
+pub async fn mark_pushed(pool: &PgPool, sync_id: i64, page: i32) -> sqlx::Result<()> {
+    sqlx::query("UPDATE shopify_syncs SET pushed_page = $2, pushed_at = now() WHERE id = $1 AND next_page = $2")
+        .bind(sync_id)
+        .bind(page)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Ends the sync as failed (the page could not be fetched); the next sync starts afresh.
+pub async fn fail(
+    pool: &PgPool,
+    sync_id: i64,
+    page: i32,
+    worker: &str,
+    error: &str,
+    throttled: u64,
+) -> sqlx::Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE shopify_syncs SET status = 'failed', error = $4, finished_at = now(), updated_at = now(),
+            claimed_by = NULL, claimed_until = NULL, throttled = throttled + $5
+         WHERE id = $1 AND next_page = $2 AND status = 'running' AND claimed_by = $3",
+    )
+    .bind(sync_id)
+    .bind(page)
+    .bind(worker)
+    .bind(error)
+    .bind(throttled as i64)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
