@@ -89,8 +89,11 @@ impl Scheduler {
     pub async fn tick(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         self.create_due_run().await?;
         levelup_common::idempotency_keys::delete_expired(&self.pool).await?;
-        if self.config.shopify.is_some() {
-            self.shopify_tick().await.context("Shopify sync")?;
+        if self.config.shopify.is_some()
+            && let Err(err) = self.shopify_tick().await
+        {
+            // Never let the sync hold up the weekly runs.
+            tracing::error!(error = %format!("{err:#}"), "Shopify sync tick failed");
         }
         for week in weekly_runs::unfinished(&self.pool).await? {
             if shutdown.is_cancelled() {

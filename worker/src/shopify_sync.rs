@@ -65,7 +65,9 @@ impl SyncContext {
     #[tracing::instrument(skip(self), fields(worker = %self.worker_name))]
     pub async fn sync_page(&self, sync_id: i64, page: i32) -> anyhow::Result<&'static str> {
         let claim_timeout = self.config.sync.claim_timeout;
-        let cursor = match sync::claim_page(&self.pool, sync_id, page, &self.worker_name, claim_timeout).await? {
+        // One claim per execution: two copies of this job in this process must not share it.
+        let claimant = format!("{}/{}", self.worker_name, uuid::Uuid::new_v4().simple());
+        let cursor = match sync::claim_page(&self.pool, sync_id, page, &claimant, claim_timeout).await? {
             PageClaim::Claimed { cursor } => cursor,
             PageClaim::Done | PageClaim::HeldElsewhere => return Ok("nothing_to_do"),
         };
@@ -85,7 +87,7 @@ impl SyncContext {
             Ok(page_data) => page_data,
             Err(err) => {
                 let reason = err.to_string();
-                if sync::fail(&self.pool, sync_id, page, &self.worker_name, &reason, throttled).await? {
+                if sync::fail(&self.pool, sync_id, page, &claimant, &reason, throttled).await? {
                     tracing::error!(sync_id, page, error = %reason, "Shopify sync failed");
                 }
                 return Ok("failed");
@@ -95,7 +97,7 @@ impl SyncContext {
             &self.pool,
             sync_id,
             page,
-            &self.worker_name,
+            &claimant,
             &page_data.customers,
             page_data.end_cursor.as_deref(),
             page_data.has_next_page,

@@ -125,22 +125,24 @@ pub enum PageClaim {
     HeldElsewhere,
 }
 
+/// `claimant` must be unique per job execution (two copies of a job in one worker process must
+/// not share a claim).
 pub async fn claim_page(
     pool: &PgPool,
     sync_id: i64,
     page: i32,
-    worker: &str,
+    claimant: &str,
     timeout: Duration,
 ) -> sqlx::Result<PageClaim> {
     let claimed = sqlx::query(
         "UPDATE shopify_syncs SET claimed_by = $3, claimed_until = now() + make_interval(secs => $4), updated_at = now()
          WHERE id = $1 AND next_page = $2 AND status = 'running'
-           AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $3)
+           AND (claimed_until IS NULL OR claimed_until < now())
          RETURNING cursor",
     )
     .bind(sync_id)
     .bind(page)
-    .bind(worker)
+    .bind(claimant)
     .bind(timeout.as_secs_f64())
     .fetch_optional(pool)
     .await?;

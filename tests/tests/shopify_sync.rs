@@ -1,0 +1,404 @@
+//! Shopify subscriber sync end to end: worker and scheduler processes, the real Shopify client
+//! against the fake store (pagination, cost-based throttling, 5xx), webhooks through the API.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use levelup_common::shopify::sync;
+use levelup_tests::{
+    ADMIN_KEY, TestEnv, deliver_shopify_webhook,
+    fake_shopify::{CostModel, FakeCustomer, FakeShopify, ShopifyFaults, mixed_customers},
+    fixtures,
+    processes::{ChildProcess, spawn_api},
+    token_signer, wait_until,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Active subscribers that came from Shopify: customer id → email.
+async fn active_from_shopify(pool: &PgPool) -> BTreeMap<String, String> {
+    sqlx::query_as::<_, (String, String)>(
+        "SELECT shopify_customer_id, email FROM subscribers WHERE status = 'active' AND shopify_customer_id IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// What a sync must produce: the store's subscribed customers with an address.
+fn expected(customers: &[FakeCustomer]) -> BTreeMap<String, String> {
+    customers
+        .iter()
+        .filter(|c| c.marketing_state == "SUBSCRIBED")
+        .filter_map(|c| c.email.clone().map(|email| (c.gid(), email)))
+        .collect()
+}
+
+async fn start_sync(client: &reqwest::Client, api: &levelup_tests::processes::ApiHandle) -> i64 {
+    let response = client.post(api.url("/v1/admin/shopify/syncs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 202, "sync started");
+    response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+async fn sync_finished(pool: &PgPool, id: i64, deadline: Duration) -> sync::Sync {
+    wait_until(&format!("sync {id} to finish"), deadline, || async {
+        sync::get(pool, id).await.unwrap().filter(|s| s.status != "running")
+    })
+    .await
+}
+
+async fn status_of(pool: &PgPool, email: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM subscribers WHERE lower(email) = lower($1)")
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_within_the_throttle() {
+    let customers = mixed_customers(1, 10_000);
+    // A bucket that holds four pages and refills two a second: the sync must pace itself.
+    let shopify =
+        FakeShopify::start(customers.clone(), CostModel { maximum: 1000.0, restore_rate: 500.0, node_cost: 1.0 }).await;
+    let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    let pool = &env.db.pool;
+    // Before the sync: a Shopify subscriber the store no longer has as subscribed, and a
+    // subscriber imported from CSV (no Shopify id) who must be left alone.
+    let gone = customers.iter().find(|c| c.marketing_state == "UNSUBSCRIBED").unwrap();
+    sqlx::query("INSERT INTO subscribers (email, shopify_customer_id) VALUES ('gone@example.com', $1), ('csv@example.com', NULL)")
+        .bind(gone.gid())
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let id = start_sync(&client, &api).await;
+    // A second trigger while it runs returns the running sync.
+    let again = client.post(api.url("/v1/admin/shopify/syncs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id);
+    let done = sync_finished(pool, id, Duration::from_secs(180)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done.status, "completed", "{done:?}");
+
+    let want = expected(&customers);
+    let got = active_from_shopify(pool).await;
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "active Shopify subscribers are exactly the subscribed customers, with their emails");
+    assert_eq!(status_of(pool, "gone@example.com").await.as_deref(), Some("unsubscribed"));
+    assert_eq!(status_of(pool, "csv@example.com").await.as_deref(), Some("active"));
+    let levels: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM subscribers WHERE level IS NOT NULL").fetch_one(pool).await.unwrap();
+    assert_eq!(levels, 0, "new subscribers have no level until the questionnaire");
+
+    // Every page served once: none lost (all customers arrived), none repeated.
+    let subscribed = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
+    let pages = subscribed.div_ceil(250);
+    let stats = shopify.stats();
+    assert_eq!(stats.pages_served.len(), pages);
+    assert!(stats.pages_served.values().all(|&n| n == 1), "a page was fetched twice: {:?}", stats.pages_served);
+    assert_eq!(done.pages as usize, pages);
+    assert_eq!(done.customers_seen as usize, subscribed);
+    assert!(stats.throttled <= 3, "THROTTLED answers: {}", stats.throttled);
+    assert_eq!(done.throttled as u64, stats.throttled);
+    println!(
+        "10,000 customers ({subscribed} subscribed): {pages} pages in {:.1} s, {} requests, THROTTLED {} times, bucket 1000 pts @ 500 pts/s",
+        elapsed.as_secs_f64(),
+        stats.requests,
+        stats.throttled
+    );
+    api.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_sync_is_resumed_and_the_sync_ends_with_the_same_result() {
+    let customers = mixed_customers(1, 6_000);
+    let shopify =
+        FakeShopify::start(customers.clone(), CostModel { maximum: 2000.0, restore_rate: 1000.0, node_cost: 1.0 })
+            .await;
+    shopify.set_faults(ShopifyFaults { latency: Duration::from_millis(150), ..ShopifyFaults::default() });
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    env.set("LEVELUP_SHOPIFY_PAGE_SIZE", "100");
+    let pool = &env.db.pool;
+    let mut first = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let sync::Start::Started(started) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
+    wait_until("a few pages committed", Duration::from_secs(60), || async {
+        sync::get(pool, started.id).await.unwrap().filter(|s| s.pages >= 5)
+    })
+    .await;
+    first.kill_hard();
+    let at_kill = sync::get(pool, started.id).await.unwrap().unwrap();
+    assert_eq!(at_kill.status, "running");
+    let _second = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let done = sync_finished(pool, started.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert!(done.pages > at_kill.pages);
+
+    assert!(active_from_shopify(pool).await == expected(&customers), "same result as an uninterrupted sync");
+    let subscribed = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
+    assert_eq!(done.pages as usize, subscribed.div_ceil(100), "every page committed once");
+    assert_eq!(done.customers_seen as usize, subscribed);
+    let stats = shopify.stats();
+    let refetched: u32 = stats.pages_served.values().map(|n| n - 1).sum();
+    assert!(refetched <= 1, "only the page in flight when the worker died may be fetched again: {refetched}");
+    println!("killed after {} pages; resumed; {} pages, {refetched} page(s) fetched again", at_kill.pages, done.pages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_them() {
+    let customers = mixed_customers(500, 40);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    let (env, outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    let pool = &env.db.pool;
+    fixtures::challenges(pool, 3, 2).await;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let first = start_sync(&client, &api).await;
+    assert_eq!(sync_finished(pool, first, Duration::from_secs(60)).await.status, "completed");
+    let subscribed: Vec<&FakeCustomer> =
+        customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED" && c.email.is_some()).collect();
+    let (leaver, erased, kept) = (subscribed[0], subscribed[1], subscribed[2]);
+    let leaver_email = leaver.email.clone().unwrap();
+    assert_eq!(status_of(pool, &leaver_email).await.as_deref(), Some("active"));
+
+    // The customer withdraws consent in the store; Shopify sends the consent webhook.
+    shopify.set_marketing_state(leaver.id, "UNSUBSCRIBED");
+    let url = api.url("/v1/webhooks/shopify");
+    let consent = json!({
+        "customer_id": leaver.id, "email_address": leaver_email,
+        "email_marketing_consent": { "state": "unsubscribed", "opt_in_level": "single_opt_in", "consent_updated_at": chrono::Utc::now().to_rfc3339() }
+    });
+    // A bad HMAC: 401 and nothing changed.
+    let forged = deliver_shopify_webhook(
+        &client,
+        &url,
+        "wh-1",
+        "customers/email_marketing_consent_update",
+        &consent,
+        Some("AAAA".into()),
+    )
+    .await;
+    assert_eq!(forged.status(), 401);
+    assert_eq!(status_of(pool, &leaver_email).await.as_deref(), Some("active"));
+    let accepted =
+        deliver_shopify_webhook(&client, &url, "wh-1", "customers/email_marketing_consent_update", &consent, None)
+            .await;
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(status_of(pool, &leaver_email).await.as_deref(), Some("unsubscribed"));
+
+    // Redaction erases the subscriber; the same webhook id twice is processed once.
+    let erased_email = erased.email.clone().unwrap();
+    let redact = json!({ "shop_id": 1, "shop_domain": "fake.myshopify.com", "customer": { "id": erased.id, "email": erased_email }, "orders_to_redact": [] });
+    for _ in 0..2 {
+        let response = deliver_shopify_webhook(&client, &url, "wh-2", "customers/redact", &redact, None).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(status_of(pool, &erased_email).await, None, "personal data erased");
+    let processed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM received_webhooks WHERE webhook_id IN ('wh-1', 'wh-2')")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(processed, 2);
+    // Shopify will redact the customer in the store too; until then a sync would bring them
+    // back, so the fake forgets them as Shopify does.
+    shopify.set_marketing_state(erased.id, "REDACTED");
+
+    // The next sync agrees with the store and re-activates nobody.
+    let second = start_sync(&client, &api).await;
+    let second = sync_finished(pool, second, Duration::from_secs(60)).await;
+    assert_eq!((second.status.as_str(), second.created, second.reactivated), ("completed", 0, 0));
+    assert_eq!(status_of(pool, &leaver_email).await.as_deref(), Some("unsubscribed"));
+
+    // The next weekly run mails the others and not the leaver.
+    let week = "2026-W48";
+    let trigger = ChildProcess::run_to_end("levelup-scheduler", &["trigger", week], &env.vars);
+    assert!(trigger.status.success());
+    env.run_completed(week, Duration::from_secs(60)).await;
+    let active = active_from_shopify(pool).await.len() as i64;
+    let progress = levelup_common::weekly_runs::progress(pool, week).await.unwrap();
+    assert_eq!(progress.sent, active);
+    let leaver_delivery: (String, Option<String>) = sqlx::query_as(
+        "SELECT d.state, d.reason FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE lower(s.email) = lower($1)",
+    )
+    .bind(&leaver_email)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(leaver_delivery, ("skipped".to_owned(), Some("unsubscribed".to_owned())));
+    let mailed: BTreeSet<String> = std::fs::read_dir(&outbox.path)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .filter_map(|eml| eml.lines().find_map(|l| l.strip_prefix("To: ").map(str::to_owned)))
+        .collect();
+    assert_eq!(mailed.len() as i64, active);
+    assert!(!mailed.iter().any(|to| to.contains(&leaver_email)), "no email to the leaver");
+    assert!(mailed.iter().any(|to| to.contains(kept.email.as_deref().unwrap())));
+    api.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_store_reactivates() {
+    let customers = mixed_customers(900, 10);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    let pool = &env.db.pool;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let first = start_sync(&client, &api).await;
+    assert_eq!(sync_finished(pool, first, Duration::from_secs(60)).await.status, "completed");
+    let customer = customers.iter().find(|c| c.marketing_state == "SUBSCRIBED" && c.email.is_some()).unwrap();
+    let email = customer.email.clone().unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers WHERE shopify_customer_id = $1")
+        .bind(customer.gid())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+
+    // One-click unsubscribe from the email.
+    let token = token_signer()
+        .issue(id, levelup_common::tokens::Purpose::Unsubscribe, chrono::Utc::now().timestamp() + 3600)
+        .unwrap();
+    let response = client
+        .post(api.url("/unsubscribe"))
+        .query(&[("token", &token)])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
+    // The store hears of it through a write-back job.
+    wait_until("the unsubscribe written back to Shopify", Duration::from_secs(30), || async {
+        shopify
+            .customers()
+            .iter()
+            .find(|c| c.id == customer.id)
+            .filter(|c| c.marketing_state == "UNSUBSCRIBED")
+            .cloned()
+    })
+    .await;
+    assert_eq!(shopify.stats().consent_updates, vec![(customer.gid(), "UNSUBSCRIBED".to_owned())]);
+    let writebacks = client.get(api.url("/v1/admin/shopify/writebacks")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let writebacks: Value = writebacks.json().await.unwrap();
+    wait_until("the write-back recorded as done", Duration::from_secs(10), || async {
+        levelup_common::shopify::writeback::list(pool, 10).await.unwrap().into_iter().find(|w| w.state == "done")
+    })
+    .await;
+    assert_eq!(writebacks[0]["customer_id"], customer.gid());
+
+    // A sync agrees: still unsubscribed.
+    let second = start_sync(&client, &api).await;
+    assert_eq!(sync_finished(pool, second, Duration::from_secs(60)).await.reactivated, 0);
+    assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
+    // Later the customer subscribes again at checkout: the newer consent re-activates them.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // consent timestamps have one-second precision
+    shopify.set_marketing_state(customer.id, "SUBSCRIBED");
+    let third = start_sync(&client, &api).await;
+    assert_eq!(sync_finished(pool, third, Duration::from_secs(60)).await.reactivated, 1);
+    assert_eq!(status_of(pool, &email).await.as_deref(), Some("active"));
+    api.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shopify_errors_are_retried_and_an_outage_fails_the_sync_without_partial_damage() {
+    let customers = mixed_customers(2000, 600);
+    let shopify =
+        FakeShopify::start(customers.clone(), CostModel { maximum: 2000.0, restore_rate: 1000.0, node_cost: 1.0 })
+            .await;
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    env.set("LEVELUP_SHOPIFY_PAGE_SIZE", "50")
+        .set("LEVELUP_SYNC_MAX_ATTEMPTS", "3")
+        .set("LEVELUP_BREAKER_THRESHOLD", "100");
+    let pool = &env.db.pool;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+
+    // Two 503s in a row: retried with backoff, the sync completes with every customer.
+    shopify.set_faults(ShopifyFaults { fail_next: 2, ..ShopifyFaults::default() });
+    let sync::Start::Started(first) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
+    let first = sync_finished(pool, first.id, Duration::from_secs(60)).await;
+    assert_eq!(first.status, "completed", "{first:?}");
+    assert_eq!(shopify.stats().server_errors, 2);
+    assert!(active_from_shopify(pool).await == expected(&customers));
+
+    // Down for good: the page's attempts run out, the sync fails with the reason, and the
+    // subscribers are as the last completed sync left them (nobody unsubscribed by a partial sync).
+    shopify.set_faults(ShopifyFaults {
+        unavailable_until: Some(Instant::now() + Duration::from_secs(3600)),
+        ..ShopifyFaults::default()
+    });
+    let sync::Start::Started(second) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
+    let second = sync_finished(pool, second.id, Duration::from_secs(60)).await;
+    assert_eq!(second.status, "failed");
+    assert!(second.error.as_deref().unwrap_or_default().contains("503"), "{second:?}");
+    assert!(active_from_shopify(pool).await == expected(&customers));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_product_configured_only_its_buyers_are_subscribers() {
+    let customers = mixed_customers(3000, 20);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    env.set("LEVELUP_SHOPIFY_PRODUCT_ID", "777");
+    let pool = &env.db.pool;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let subscribed: Vec<&FakeCustomer> =
+        customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED" && c.email.is_some()).collect();
+    let (buyer, other_product) = (subscribed[0], subscribed[1]);
+    let order = |order_id: u64, customer: &FakeCustomer, product: u64| {
+        json!({
+            "id": order_id, "email": customer.email, "financial_status": "paid",
+            "customer": { "id": customer.id, "email": customer.email, "first_name": customer.first_name,
+                          "email_marketing_consent": { "state": "subscribed", "consent_updated_at": "2026-01-01T00:00:00Z" } },
+            "line_items": [ { "id": 1, "product_id": product, "quantity": 1 } ]
+        })
+    };
+    let url = api.url("/v1/webhooks/shopify");
+    assert_eq!(
+        deliver_shopify_webhook(&client, &url, "o-1", "orders/paid", &order(1, buyer, 777), None).await.status(),
+        200
+    );
+    assert_eq!(
+        deliver_shopify_webhook(&client, &url, "o-2", "orders/paid", &order(2, other_product, 555), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status_of(pool, buyer.email.as_deref().unwrap()).await.as_deref(),
+        Some("active"),
+        "a paid order subscribes a consenting buyer at once"
+    );
+    assert_eq!(status_of(pool, other_product.email.as_deref().unwrap()).await, None);
+    let id = start_sync(&client, &api).await;
+    let done = sync_finished(pool, id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, "completed");
+    let active = active_from_shopify(pool).await;
+    assert_eq!(active.keys().cloned().collect::<Vec<_>>(), vec![buyer.gid()], "only the product's buyer");
+    let consenting = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
+    assert_eq!(
+        done.skipped as usize,
+        consenting - 1,
+        "every other consenting customer skipped (not a buyer, or no address)"
+    );
+    api.stop().await.unwrap();
+}
