@@ -17,6 +17,12 @@ CREATE TABLE shopify_syncs (
     -- page nobody pushed (a sync started by the API) or whose job was lost (a crashed worker).
     pushed_page    INTEGER,
     pushed_at      TIMESTAMPTZ,
+    -- `pages` (cursor pagination) or `bulk` (a bulk operation's JSONL, for stores above the
+    -- threshold); NULL until the first job counts the subscribed customers.
+    mode           TEXT        CHECK (mode IN ('pages', 'bulk')),
+    bulk_operation_id TEXT,
+    -- JSONL lines of the bulk result applied (a resumed download skips them).
+    lines_done     BIGINT      NOT NULL DEFAULT 0,
     pages          INTEGER     NOT NULL DEFAULT 0,
     customers_seen BIGINT      NOT NULL DEFAULT 0,
     created        BIGINT      NOT NULL DEFAULT 0,

@@ -27,8 +27,13 @@ struct SyncView {
     trigger: String,
     /// `running`, `completed` or `failed`.
     status: String,
-    /// Pages of customers committed.
+    /// `pages` (cursor pagination) or `bulk` (a bulk operation, for stores above
+    /// `LEVELUP_SHOPIFY_BULK_THRESHOLD`); absent until the first job has counted the customers.
+    mode: Option<String>,
+    /// Pages of customers committed (`pages` mode).
     pages: i32,
+    /// Lines of the bulk result applied (`bulk` mode).
+    bulk_lines: i64,
     /// Customers applied from those pages.
     customers_seen: i64,
     /// New subscribers.
@@ -53,7 +58,9 @@ impl From<Sync> for SyncView {
             id: s.id,
             trigger: s.trigger,
             status: s.status,
+            mode: s.mode,
             pages: s.pages,
+            bulk_lines: s.lines_done,
             customers_seen: s.customers_seen,
             created: s.created,
             reactivated: s.reactivated,

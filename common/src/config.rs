@@ -50,6 +50,11 @@ pub struct ShopifyConfig {
     pub timeout: Duration,
     /// Customers per page (Shopify allows at most 250).
     pub page_size: u32,
+    /// Stores with more subscribed customers than this are exported with a bulk operation
+    /// (cursor pagination stops at 25,000 objects).
+    pub bulk_threshold: u64,
+    /// How often a running bulk operation is polled.
+    pub bulk_poll_interval: Duration,
     /// Shopify requests per second for the whole fleet, on top of the cost-based bucket (`None`: unlimited).
     pub max_requests_per_second: Option<f64>,
 }
@@ -369,6 +374,8 @@ impl Env<'_> {
             product_gid,
             timeout: Duration::from_millis(self.parse("LEVELUP_SHOPIFY_TIMEOUT_MS", 10_000, positive)?),
             page_size: self.parse("LEVELUP_SHOPIFY_PAGE_SIZE", 250, |v: &u32| (1..=250).contains(v))?,
+            bulk_threshold: self.parse("LEVELUP_SHOPIFY_BULK_THRESHOLD", 25_000, |v: &u64| *v <= 25_000)?,
+            bulk_poll_interval: Duration::from_millis(self.parse("LEVELUP_SHOPIFY_BULK_POLL_MS", 2_000, positive)?),
             max_requests_per_second: Some(
                 self.parse("LEVELUP_SHOPIFY_MAX_REQUESTS_PER_SECOND", 10.0, |v: &f64| *v >= 0.0 && v.is_finite())?,
             )

@@ -64,6 +64,8 @@ pub struct ShopifyFaults {
     /// Answer 503 to everything until then.
     pub unavailable_until: Option<Instant>,
     pub latency: Duration,
+    /// Break the next bulk result download off after this many lines.
+    pub break_download_after_lines: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,6 +79,17 @@ pub struct Stats {
     pub pages_served: HashMap<String, u32>,
     /// Consent updates received: (customer gid, marketing state).
     pub consent_updates: Vec<(String, String)>,
+    pub bulk_operations: u32,
+    /// Bulk result downloads started (a resumed download counts again).
+    pub bulk_downloads: u32,
+}
+
+struct BulkOperation {
+    id: u64,
+    ready_at: Instant,
+    /// The JSONL result, as Shopify writes it: one customer node per line.
+    result: String,
+    objects: usize,
 }
 
 struct Bucket {
@@ -90,6 +103,10 @@ struct State {
     bucket: Mutex<Bucket>,
     faults: Mutex<ShopifyFaults>,
     stats: Mutex<Stats>,
+    bulk: Mutex<Vec<BulkOperation>>,
+    /// How long a bulk operation runs before it completes.
+    bulk_duration: Mutex<Duration>,
+    address: Mutex<Option<SocketAddr>>,
 }
 
 pub struct FakeShopify {
@@ -111,8 +128,14 @@ impl FakeShopify {
             bucket: Mutex::new(Bucket { available: model.maximum, at: Instant::now() }),
             faults: Mutex::default(),
             stats: Mutex::default(),
+            bulk: Mutex::default(),
+            bulk_duration: Mutex::new(Duration::from_millis(300)),
+            address: Mutex::new(Some(address)),
         });
-        let app = Route::new().at("/admin/api/:version/graphql.json", post(graphql)).data(state.clone());
+        let app = Route::new()
+            .at("/admin/api/:version/graphql.json", post(graphql))
+            .at("/bulk/:id", poem::get(bulk_result))
+            .data(state.clone());
         let acceptor = TcpAcceptor::from_std(listener).unwrap();
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
@@ -139,6 +162,10 @@ impl FakeShopify {
 
     pub fn customers(&self) -> Vec<FakeCustomer> {
         self.state.customers.lock().unwrap().clone()
+    }
+
+    pub fn set_bulk_duration(&self, duration: Duration) {
+        *self.state.bulk_duration.lock().unwrap() = duration;
     }
 
     /// Changes a customer's consent in the store (as the customer or the merchant would).
@@ -216,6 +243,12 @@ async fn graphql(req: &poem::Request, Json(body): Json<Value>, Data(state): Data
     let variables = body.get("variables").cloned().unwrap_or(Value::Null);
     let answer = if query.contains("customerEmailMarketingConsentUpdate") {
         consent_update(state, &variables)
+    } else if query.contains("bulkOperationRunQuery") {
+        run_bulk(state, &variables)
+    } else if query.contains("node(id:") {
+        bulk_status(state, &variables)
+    } else if query.contains("customersCount") {
+        count(state, &variables)
     } else if query.contains("customers(") {
         customers_page(state, &variables)
     } else {
@@ -297,11 +330,7 @@ fn customers_page(state: &State, variables: &Value) -> Answer {
             None => return Answer::error(graphql_error("Invalid cursor", "BAD_USER_INPUT")),
         },
     };
-    let wanted_state = variables
-        .get("query")
-        .and_then(Value::as_str)
-        .and_then(|q| q.split_whitespace().find_map(|term| term.strip_prefix("email_marketing_state:")))
-        .map(str::to_uppercase);
+    let wanted_state = state_filter(variables.get("query").and_then(Value::as_str));
     let customers = state.customers.lock().unwrap();
     let mut matching = customers
         .iter()
@@ -309,20 +338,7 @@ fn customers_page(state: &State, variables: &Value) -> Answer {
         .filter(|c| wanted_state.as_ref().is_none_or(|s| *s == c.marketing_state));
     let page: Vec<&FakeCustomer> = matching.by_ref().take(first as usize).collect();
     let has_next_page = matching.next().is_some();
-    let nodes: Vec<Value> = page
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.gid(),
-                "firstName": c.first_name,
-                "defaultEmailAddress": c.email.as_ref().map(|email| json!({
-                    "emailAddress": email,
-                    "marketingState": c.marketing_state,
-                    "marketingUpdatedAt": c.marketing_updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                })),
-            })
-        })
-        .collect();
+    let nodes: Vec<Value> = page.iter().map(|c| node_json(c)).collect();
     let end_cursor = page.last().map(|c| cursor_for(c.id));
     let start_cursor = page.first().map(|c| cursor_for(c.id));
     let served = after.unwrap_or_default().to_owned();
@@ -381,4 +397,131 @@ fn consent_update(state: &State, variables: &Value) -> Answer {
             }
         })),
     }
+}
+
+fn state_filter(query: Option<&str>) -> Option<String> {
+    query
+        .and_then(|q| {
+            q.split(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+                .find_map(|t| t.strip_prefix("email_marketing_state:"))
+        })
+        .map(str::to_uppercase)
+}
+
+fn node_json(c: &FakeCustomer) -> Value {
+    json!({
+        "id": c.gid(),
+        "firstName": c.first_name,
+        "defaultEmailAddress": c.email.as_ref().map(|email| json!({
+            "emailAddress": email,
+            "marketingState": c.marketing_state,
+            "marketingUpdatedAt": c.marketing_updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })),
+    })
+}
+
+fn count(state: &State, variables: &Value) -> Answer {
+    let wanted = state_filter(variables.get("query").and_then(Value::as_str));
+    let limit = variables.get("limit").and_then(Value::as_u64).unwrap_or(10_000);
+    let n = state
+        .customers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| wanted.as_ref().is_none_or(|s| *s == c.marketing_state))
+        .count() as u64;
+    let precision = if n > limit { "AT_LEAST" } else { "EXACT" };
+    Answer {
+        data: Some(json!({ "customersCount": { "count": n.min(limit), "precision": precision } })),
+        error: None,
+        requested: 1.0,
+        actual: 1.0,
+        effect: None,
+    }
+}
+
+fn run_bulk(state: &State, variables: &Value) -> Answer {
+    let inner = variables.get("query").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let running = state.bulk.lock().unwrap().iter().any(|op| Instant::now() < op.ready_at);
+    if running {
+        return Answer {
+            data: Some(json!({ "bulkOperationRunQuery": { "bulkOperation": null, "userErrors": [
+                { "field": null, "message": "A bulk query operation for this app and shop is already in progress" }
+            ] } })),
+            error: None,
+            requested: 10.0,
+            actual: 10.0,
+            effect: None,
+        };
+    }
+    if !inner.contains("customers") {
+        return Answer::error(graphql_error("Bulk query must select a connection", "BAD_USER_INPUT"));
+    }
+    let wanted = state_filter(Some(&inner));
+    let customers = state.customers.lock().unwrap();
+    let selected: Vec<&FakeCustomer> =
+        customers.iter().filter(|c| wanted.as_ref().is_none_or(|s| *s == c.marketing_state)).collect();
+    let mut result = String::new();
+    for c in &selected {
+        result.push_str(&node_json(c).to_string());
+        result.push('\n');
+    }
+    let objects = selected.len();
+    let mut bulk = state.bulk.lock().unwrap();
+    let id = bulk.len() as u64 + 1;
+    let ready_at = Instant::now() + *state.bulk_duration.lock().unwrap();
+    bulk.push(BulkOperation { id, ready_at, result, objects });
+    state.stats.lock().unwrap().bulk_operations += 1;
+    Answer {
+        data: Some(json!({ "bulkOperationRunQuery": {
+            "bulkOperation": { "id": format!("gid://shopify/BulkOperation/{id}"), "status": "CREATED" },
+            "userErrors": []
+        } })),
+        error: None,
+        requested: 10.0,
+        actual: 10.0,
+        effect: None,
+    }
+}
+
+fn bulk_status(state: &State, variables: &Value) -> Answer {
+    let id = variables
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|gid| gid.strip_prefix("gid://shopify/BulkOperation/"))
+        .and_then(|n| n.parse::<u64>().ok());
+    let bulk = state.bulk.lock().unwrap();
+    let node = id.and_then(|id| bulk.iter().find(|op| op.id == id)).map(|op| {
+        let done = Instant::now() >= op.ready_at;
+        let address = state.address.lock().unwrap().expect("address");
+        json!({
+            "id": format!("gid://shopify/BulkOperation/{}", op.id),
+            "status": if done { "COMPLETED" } else { "RUNNING" },
+            "errorCode": null,
+            "objectCount": if done { op.objects } else { op.objects / 2 }.to_string(),
+            "url": (done && op.objects > 0).then(|| format!("http://{address}/bulk/{}", op.id)),
+        })
+    });
+    Answer { data: Some(json!({ "node": node })), error: None, requested: 1.0, actual: 1.0, effect: None }
+}
+
+/// The JSONL result as a stream (storage.googleapis.com in real life; no Shopify token needed).
+#[handler]
+async fn bulk_result(poem::web::Path(id): poem::web::Path<u64>, Data(state): Data<&Arc<State>>) -> Response {
+    let result = state.bulk.lock().unwrap().iter().find(|op| op.id == id).map(|op| op.result.clone());
+    let Some(result) = result else { return Response::builder().status(StatusCode::NOT_FOUND).finish() };
+    state.stats.lock().unwrap().bulk_downloads += 1;
+    let break_after = state.faults.lock().unwrap().break_download_after_lines.take();
+    let lines: Vec<Result<Vec<u8>, std::io::Error>> = match break_after {
+        None => result.lines().map(|l| Ok(format!("{l}\n").into_bytes())).collect(),
+        Some(n) => result
+            .lines()
+            .take(n)
+            .map(|l| Ok(format!("{l}\n").into_bytes()))
+            .chain(std::iter::once(Err(std::io::Error::other("connection reset"))))
+            .collect(),
+    };
+    Response::builder()
+        .content_type("application/jsonl")
+        .body(poem::Body::from_bytes_stream(futures::stream::iter(lines)))
 }

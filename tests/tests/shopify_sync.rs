@@ -402,3 +402,30 @@ async fn with_a_product_configured_only_its_buyers_are_subscribers() {
     );
     api.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_above_the_bulk_threshold_is_exported_in_bulk_and_a_broken_download_resumes() {
+    let customers = mixed_customers(1, 5_000);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    shopify.set_bulk_duration(Duration::from_millis(500));
+    // The first download breaks off after 1,500 lines: one batch of 1,000 is committed by then.
+    shopify.set_faults(ShopifyFaults { break_download_after_lines: Some(1500), ..ShopifyFaults::default() });
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    env.set("LEVELUP_SHOPIFY_BULK_THRESHOLD", "1000").set("LEVELUP_SHOPIFY_BULK_POLL_MS", "100");
+    let pool = &env.db.pool;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let sync::Start::Started(started) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
+    let done = sync_finished(pool, started.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(done.mode.as_deref(), Some("bulk"));
+
+    assert!(active_from_shopify(pool).await == expected(&customers));
+    let subscribed = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
+    assert_eq!(done.lines_done as usize, subscribed, "every line applied once");
+    assert_eq!(done.customers_seen as usize, subscribed);
+    let stats = shopify.stats();
+    assert_eq!(stats.bulk_operations, 1);
+    assert_eq!(stats.bulk_downloads, 2, "the broken download was resumed once");
+    assert!(stats.pages_served.is_empty(), "no cursor pages in bulk mode");
+}

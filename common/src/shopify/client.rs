@@ -36,6 +36,36 @@ pub const CONSENT_MUTATION: &str = "mutation ConsentUpdate($input: CustomerEmail
   }
 }";
 
+pub const COUNT_QUERY: &str = "query SubscribedCount($query: String, $limit: Int) {
+  customersCount(query: $query, limit: $limit) { count precision }
+}";
+
+/// The bulk export: the same customers and fields as [`CUSTOMERS_QUERY`], as one JSONL file.
+pub const BULK_MUTATION: &str = "mutation RunBulk($query: String!) {
+  bulkOperationRunQuery(query: $query) {
+    bulkOperation { id status }
+    userErrors { field message }
+  }
+}";
+
+pub const BULK_EXPORT_QUERY: &str = "{ customers(query: \"email_marketing_state:SUBSCRIBED\") { edges { node { id firstName defaultEmailAddress { emailAddress marketingState marketingUpdatedAt } } } } }";
+
+pub const BULK_STATUS_QUERY: &str = "query BulkStatus($id: ID!) {
+  node(id: $id) { ... on BulkOperation { id status errorCode objectCount url } }
+}";
+
+/// A bulk operation as polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkStatus {
+    /// `CREATED`, `RUNNING`, `COMPLETED`, `CANCELING`, `CANCELED`, `FAILED` or `EXPIRED`.
+    pub status: String,
+    pub error_code: Option<String>,
+    /// The JSONL result (COMPLETED; `None` when there was nothing to export).
+    pub url: Option<String>,
+    /// Objects exported: the lines the result must have.
+    pub object_count: Option<u64>,
+}
+
 /// Search syntax for customers who consented to email marketing.
 pub const SUBSCRIBED_FILTER: &str = "email_marketing_state:SUBSCRIBED";
 
@@ -77,6 +107,8 @@ pub enum ShopifyError {
 
 pub struct ShopifyClient {
     http: reqwest::Client,
+    /// For bulk results: no total timeout (files can be large), a read timeout instead.
+    download: reqwest::Client,
     config: ShopifyConfig,
     breaker: CircuitBreaker,
     limiter: FleetRateLimiter,
@@ -94,9 +126,15 @@ impl ShopifyClient {
             .connect_timeout(shopify.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("levelup/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let download = reqwest::Client::builder()
+            .connect_timeout(shopify.timeout.min(Duration::from_secs(5)))
+            .read_timeout(shopify.timeout)
+            .user_agent(concat!("levelup/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let namespace = &config.redis_namespace;
         Ok(Self {
             http,
+            download,
             breaker: CircuitBreaker::new(namespace, "shopify", config.breaker.clone(), redis.clone()),
             limiter: FleetRateLimiter::new(
                 namespace,
@@ -125,6 +163,68 @@ impl ShopifyClient {
             self.page_cost.store(requested.ceil() as u64, Ordering::Relaxed);
         }
         parse_customer_page(&data).ok_or_else(|| ShopifyError::Transient("unexpected customers response shape".into()))
+    }
+
+    /// Subscribed customers, counted up to `limit` (`None`: more than `limit`).
+    pub async fn subscribed_count(&self, limit: u64) -> Result<Option<u64>, ShopifyError> {
+        let variables = json!({ "query": SUBSCRIBED_FILTER, "limit": limit });
+        let (data, _) = self.graphql(COUNT_QUERY, variables, 2.0).await?;
+        let count = data
+            .pointer("/customersCount/count")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ShopifyError::Transient("unexpected customersCount response shape".into()))?;
+        let exact = data.pointer("/customersCount/precision").and_then(Value::as_str) == Some("EXACT");
+        Ok((exact && count <= limit).then_some(count))
+    }
+
+    /// Starts the bulk export of subscribed customers; returns the operation's id.
+    pub async fn start_bulk_export(&self) -> Result<String, ShopifyError> {
+        let (data, _) = self.graphql(BULK_MUTATION, json!({ "query": BULK_EXPORT_QUERY }), 10.0).await?;
+        let result = data
+            .get("bulkOperationRunQuery")
+            .ok_or_else(|| ShopifyError::Transient("unexpected bulkOperationRunQuery response shape".into()))?;
+        if let Some(errors) = result.get("userErrors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
+            let messages: Vec<&str> = errors.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect();
+            return Err(ShopifyError::Permanent(messages.join("; ")));
+        }
+        result
+            .pointer("/bulkOperation/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ShopifyError::Transient("bulk operation without an id".into()))
+    }
+
+    pub async fn bulk_status(&self, id: &str) -> Result<BulkStatus, ShopifyError> {
+        let (data, _) = self.graphql(BULK_STATUS_QUERY, json!({ "id": id }), 1.0).await?;
+        let node = data.get("node").filter(|n| !n.is_null()).ok_or_else(|| {
+            ShopifyError::Permanent(format!("bulk operation {id} not found (expired or from another app)"))
+        })?;
+        let text = |key: &str| node.get(key).and_then(Value::as_str).map(str::to_owned);
+        Ok(BulkStatus {
+            status: text("status").ok_or_else(|| ShopifyError::Transient("bulk operation without a status".into()))?,
+            error_code: text("errorCode"),
+            url: text("url"),
+            // UnsignedInt64 is a string on the wire.
+            object_count: node.get("objectCount").and_then(|v| match v {
+                Value::String(s) => s.parse().ok(),
+                other => other.as_u64(),
+            }),
+        })
+    }
+
+    /// Opens a bulk result for streaming (read it with [`JsonlLines`]).
+    pub async fn open_bulk_result(&self, url: &str) -> Result<reqwest::Response, ShopifyError> {
+        let response = self
+            .download
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| ShopifyError::Transient(format!("bulk result download failed: {err}")))?;
+        match response.status() {
+            s if s.is_success() => Ok(response),
+            s if s.is_server_error() => Err(ShopifyError::Transient(format!("bulk result download: HTTP {s}"))),
+            s => Err(ShopifyError::Permanent(format!("bulk result download: HTTP {s} (URL expired?)"))),
+        }
     }
 
     /// Writes an unsubscribe back to the store.
@@ -298,27 +398,69 @@ impl ShopifyClient {
     }
 }
 
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// One customer node, as in a page or a line of a bulk result.
+pub fn parse_customer(node: &Value) -> Option<ShopifyCustomer> {
+    let address = node.get("defaultEmailAddress").filter(|a| !a.is_null());
+    Some(ShopifyCustomer {
+        gid: text(node, "id")?,
+        first_name: text(node, "firstName"),
+        email: address.and_then(|a| text(a, "emailAddress")),
+        marketing_state: address.and_then(|a| text(a, "marketingState")),
+        marketing_updated_at: address
+            .and_then(|a| text(a, "marketingUpdatedAt"))
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    })
+}
+
+/// Reads a streamed JSONL body line by line, holding one chunk and one partial line at most.
+pub struct JsonlLines {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl JsonlLines {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self { response, buffer: Vec::new(), done: false }
+    }
+
+    /// The next non-empty line, or `None` at the end.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ShopifyError> {
+        loop {
+            if let Some(pos) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_owned();
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.done {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                let line = String::from_utf8_lossy(&std::mem::take(&mut self.buffer)).trim().to_owned();
+                return Ok((!line.is_empty()).then_some(line));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => self.done = true,
+                Err(err) => return Err(ShopifyError::Transient(format!("bulk result download broke off: {err}"))),
+            }
+        }
+    }
+}
+
 fn parse_customer_page(data: &Value) -> Option<CustomerPage> {
     let customers = data.get("customers")?;
     let nodes = customers.get("nodes")?.as_array()?;
     let page_info = customers.get("pageInfo")?;
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let customers = nodes
-        .iter()
-        .map(|node| {
-            let address = node.get("defaultEmailAddress").filter(|a| !a.is_null());
-            Some(ShopifyCustomer {
-                gid: text(node, "id")?,
-                first_name: text(node, "firstName"),
-                email: address.and_then(|a| text(a, "emailAddress")),
-                marketing_state: address.and_then(|a| text(a, "marketingState")),
-                marketing_updated_at: address
-                    .and_then(|a| text(a, "marketingUpdatedAt"))
-                    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&Utc)),
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let customers = nodes.iter().map(parse_customer).collect::<Option<Vec<_>>>()?;
     Some(CustomerPage {
         customers,
         has_next_page: page_info.get("hasNextPage")?.as_bool()?,

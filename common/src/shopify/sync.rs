@@ -25,6 +25,8 @@ pub struct Sync {
     pub trigger: String,
     pub status: String,
     pub next_page: i32,
+    pub mode: Option<String>,
+    pub lines_done: i64,
     pub pages: i32,
     pub customers_seen: i64,
     pub created: i64,
@@ -38,7 +40,8 @@ pub struct Sync {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, trigger, status, next_page, pages, customers_seen, created, reactivated, unsubscribed,
+const COLUMNS: &str =
+    "id, trigger, status, next_page, mode, lines_done, pages, customers_seen, created, reactivated, unsubscribed,
     skipped, throttled, error, started_at, updated_at, finished_at";
 
 #[derive(Debug, Clone)]
@@ -116,9 +119,19 @@ pub async fn pages_to_push(pool: &PgPool, stale_after: Duration) -> sqlx::Result
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageClaim {
+pub struct Claimed {
     /// Fetch the page after this cursor.
-    Claimed { cursor: Option<String> },
+    pub cursor: Option<String>,
+    /// `pages`, `bulk`, or `None` before the first job chose.
+    pub mode: Option<String>,
+    pub bulk_operation_id: Option<String>,
+    /// Bulk result lines already applied.
+    pub lines_done: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageClaim {
+    Claimed(Claimed),
     /// The page is committed already, or the sync is over: a duplicate job.
     Done,
     /// Another worker is fetching it.
@@ -138,7 +151,7 @@ pub async fn claim_page(
         "UPDATE shopify_syncs SET claimed_by = $3, claimed_until = now() + make_interval(secs => $4), updated_at = now()
          WHERE id = $1 AND next_page = $2 AND status = 'running'
            AND (claimed_until IS NULL OR claimed_until < now())
-         RETURNING cursor",
+         RETURNING cursor, mode, bulk_operation_id, lines_done",
     )
     .bind(sync_id)
     .bind(page)
@@ -147,7 +160,12 @@ pub async fn claim_page(
     .fetch_optional(pool)
     .await?;
     if let Some(row) = claimed {
-        return Ok(PageClaim::Claimed { cursor: row.get("cursor") });
+        return Ok(PageClaim::Claimed(Claimed {
+            cursor: row.get("cursor"),
+            mode: row.get("mode"),
+            bulk_operation_id: row.get("bulk_operation_id"),
+            lines_done: row.get("lines_done"),
+        }));
     }
     let current: Option<(String, i32)> = sqlx::query_as("SELECT status, next_page FROM shopify_syncs WHERE id = $1")
         .bind(sync_id)
@@ -169,20 +187,30 @@ pub struct PageResult {
     pub finished: bool,
 }
 
-/// Applies a fetched page and advances the sync, in one transaction. `None`: this worker no
-/// longer held the claim (another copy committed the page); nothing was applied.
-#[allow(clippy::too_many_arguments)]
+/// How a batch of customers advances the sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance<'a> {
+    /// A page from cursor pagination: the next page starts after `next_cursor`.
+    Page { next_cursor: Option<&'a str>, has_next_page: bool },
+    /// Lines of a bulk operation's result; the claim is kept (renewed for `claim_timeout`)
+    /// until the last batch.
+    BulkLines { lines: i64, last: bool, claim_timeout: Duration },
+}
+
+/// Applies a fetched batch and advances the sync, in one transaction. `None`: this job no
+/// longer held the claim (another copy committed it); nothing was applied.
 pub async fn commit_page(
     pool: &PgPool,
-    sync_id: i64,
-    page: i32,
-    worker: &str,
+    (sync_id, page, claimant): (i64, i32, &str),
     customers: &[ShopifyCustomer],
-    next_cursor: Option<&str>,
-    has_next_page: bool,
+    advance: Advance<'_>,
     throttled: u64,
     rules: &Rules,
 ) -> sqlx::Result<Option<PageResult>> {
+    let has_next_page = match advance {
+        Advance::Page { has_next_page, .. } => has_next_page,
+        Advance::BulkLines { last, .. } => !last,
+    };
     let mut tx = pool.begin().await?;
     let held = sqlx::query(
         "SELECT started_at FROM shopify_syncs
@@ -190,7 +218,7 @@ pub async fn commit_page(
     )
     .bind(sync_id)
     .bind(page)
-    .bind(worker)
+    .bind(claimant)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(held) = held else { return Ok(None) };
@@ -234,10 +262,20 @@ pub async fn commit_page(
         }
         result.unsubscribed += gone.len() as i64;
     }
+    let (next_cursor, is_page, renew_secs, lines) = match advance {
+        Advance::Page { next_cursor, .. } => (next_cursor, true, 0.0, 0),
+        Advance::BulkLines { claim_timeout, lines, .. } => (None, false, claim_timeout.as_secs_f64(), lines),
+    };
+    // A page releases its claim and moves to the next page; bulk lines keep the claim (renewed).
     sqlx::query(
         "UPDATE shopify_syncs SET
-            next_page = next_page + 1, cursor = $2, claimed_by = NULL, claimed_until = NULL,
-            pages = pages + 1, customers_seen = customers_seen + $3, created = created + $4,
+            next_page = CASE WHEN $10 THEN next_page + 1 ELSE next_page END,
+            cursor = CASE WHEN $10 THEN $2 ELSE cursor END,
+            claimed_by = CASE WHEN $10 OR $9 THEN NULL ELSE claimed_by END,
+            claimed_until = CASE WHEN $10 OR $9 THEN NULL ELSE now() + make_interval(secs => $11) END,
+            pages = pages + CASE WHEN $10 THEN 1 ELSE 0 END,
+            lines_done = lines_done + $12,
+            customers_seen = customers_seen + $3, created = created + $4,
             reactivated = reactivated + $5, unsubscribed = unsubscribed + $6, skipped = skipped + $7,
             throttled = throttled + $8, attempts = 0, updated_at = now(),
             status = CASE WHEN $9 THEN 'completed' ELSE status END,
@@ -253,10 +291,51 @@ pub async fn commit_page(
     .bind(result.skipped)
     .bind(throttled as i64)
     .bind(result.finished)
+    .bind(is_page)
+    .bind(renew_secs)
+    .bind(lines)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Some(result))
+}
+
+/// Records how this sync fetches (`pages` or `bulk`, with the bulk operation's id), while the
+/// claim holds. Returns false if the claim was lost.
+pub async fn set_mode(
+    pool: &PgPool,
+    sync_id: i64,
+    claimant: &str,
+    mode: &str,
+    bulk_operation_id: Option<&str>,
+) -> sqlx::Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE shopify_syncs SET mode = $3, bulk_operation_id = $4, updated_at = now()
+         WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
+    )
+    .bind(sync_id)
+    .bind(claimant)
+    .bind(mode)
+    .bind(bulk_operation_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Renews a claim (a long bulk operation being polled). Returns false if it was lost.
+pub async fn renew_claim(pool: &PgPool, sync_id: i64, claimant: &str, timeout: Duration) -> sqlx::Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE shopify_syncs SET claimed_until = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
+    )
+    .bind(sync_id)
+    .bind(claimant)
+    .bind(timeout.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 /// Records that the next page's job was pushed (so the scheduler does not push it too).
