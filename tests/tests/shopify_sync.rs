@@ -429,3 +429,32 @@ async fn a_store_above_the_bulk_threshold_is_exported_in_bulk_and_a_broken_downl
     assert_eq!(stats.bulk_downloads, 2, "the broken download was resumed once");
     assert!(stats.pages_served.is_empty(), "no cursor pages in bulk mode");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_starts_one_sync_per_firing_of_the_sync_schedule() {
+    let customers = mixed_customers(7000, 30);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    // Fires at the start of every minute; its latest firing is always less than a minute ago.
+    env.set("LEVELUP_SYNC_CRON", "0 * * * * *");
+    let pool = &env.db.pool;
+    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
+    // Two replicas race for each firing.
+    let _schedulers: Vec<_> = (0..2).map(|_| ChildProcess::spawn("levelup-scheduler", &[], &env.vars)).collect();
+    let first = wait_until("a scheduled sync to complete", Duration::from_secs(60), || async {
+        sync::list(pool, 10).await.unwrap().into_iter().find(|s| s.status == "completed")
+    })
+    .await;
+    assert_eq!(first.trigger, "schedule");
+    assert!(active_from_shopify(pool).await == expected(&customers));
+    // Several more ticks of both schedulers: no second sync for the same firing.
+    let ticks_later = Instant::now() + Duration::from_secs(1);
+    wait_until("a few scheduler ticks", Duration::from_secs(5), || async {
+        (Instant::now() >= ticks_later).then_some(())
+    })
+    .await;
+    let syncs = sync::list(pool, 10).await.unwrap();
+    let minute = |t: chrono::DateTime<chrono::Utc>| t.timestamp() / 60;
+    let per_minute: BTreeSet<i64> = syncs.iter().map(|s| minute(s.started_at)).collect();
+    assert_eq!(per_minute.len(), syncs.len(), "one sync per firing: {syncs:?}");
+}
