@@ -110,6 +110,26 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
     assert_eq!(done.customers_seen as usize, subscribed);
     assert!(stats.throttled <= 3, "THROTTLED answers: {}", stats.throttled);
     assert_eq!(done.throttled as u64, stats.throttled);
+    // The operator's view of it.
+    let view: Value = client
+        .get(api.url(&format!("/v1/admin/shopify/syncs/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (view["status"].as_str(), view["mode"].as_str(), view["pages"].as_u64()),
+        (Some("completed"), Some("pages"), Some(pages as u64))
+    );
+    assert_eq!(view["created"].as_u64(), Some(want.len() as u64));
+    let unknown = client.get(api.url("/v1/admin/shopify/syncs/999999")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let anonymous = client.post(api.url("/v1/admin/shopify/syncs")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(sync::list(pool, 10).await.unwrap().len(), 1, "no sync started without the admin key");
     println!(
         "10,000 customers ({subscribed} subscribed): {pages} pages in {:.1} s, {} requests, THROTTLED {} times, bucket 1000 pts @ 500 pts/s",
         elapsed.as_secs_f64(),
