@@ -50,6 +50,13 @@ pub struct CostModel {
     pub node_cost: f64,
 }
 
+impl CostModel {
+    /// A large plan's bucket (2,000 points, 1,000 points/s): pages rarely wait.
+    pub fn roomy() -> Self {
+        Self { maximum: 2000.0, restore_rate: 1000.0, node_cost: 1.0 }
+    }
+}
+
 impl Default for CostModel {
     /// Shopify's standard plan figures (1,000 points, 50 points/s).
     fn default() -> Self {
@@ -170,10 +177,14 @@ impl FakeShopify {
 
     /// Changes a customer's consent in the store (as the customer or the merchant would).
     pub fn set_marketing_state(&self, id: u64, state: &str) {
+        self.set_marketing_state_at(id, state, Utc::now());
+    }
+
+    pub fn set_marketing_state_at(&self, id: u64, state: &str, at: DateTime<Utc>) {
         let mut customers = self.state.customers.lock().unwrap();
         let customer = customers.iter_mut().find(|c| c.id == id).expect("customer exists");
         customer.marketing_state = state.to_owned();
-        customer.marketing_updated_at = Utc::now();
+        customer.marketing_updated_at = at;
     }
 }
 

@@ -29,6 +29,11 @@ async fn active_from_shopify(pool: &PgPool) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// A worker and a scheduler process.
+fn fleet(env: &TestEnv) -> [ChildProcess; 2] {
+    [ChildProcess::spawn("levelup-worker", &[], &env.vars), ChildProcess::spawn("levelup-scheduler", &[], &env.vars)]
+}
+
 /// What a sync must produce: the store's subscribed customers with an address.
 fn expected(customers: &[FakeCustomer]) -> BTreeMap<String, String> {
     customers
@@ -76,8 +81,7 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
         .await
         .unwrap();
 
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -142,9 +146,7 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_sync_is_resumed_and_the_sync_ends_with_the_same_result() {
     let customers = mixed_customers(1, 6_000);
-    let shopify =
-        FakeShopify::start(customers.clone(), CostModel { maximum: 2000.0, restore_rate: 1000.0, node_cost: 1.0 })
-            .await;
+    let shopify = FakeShopify::start(customers.clone(), CostModel::roomy()).await;
     shopify.set_faults(ShopifyFaults { latency: Duration::from_millis(150), ..ShopifyFaults::default() });
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_PAGE_SIZE", "100");
@@ -181,8 +183,7 @@ async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_
     let (env, outbox) = TestEnv::with_fake_shopify(&shopify).await;
     let pool = &env.db.pool;
     fixtures::challenges(pool, 3, 2).await;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let first = start_sync(&client, &api).await;
@@ -275,8 +276,7 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
     let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     let pool = &env.db.pool;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let first = start_sync(&client, &api).await;
@@ -327,8 +327,8 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     assert_eq!(sync_finished(pool, second, Duration::from_secs(60)).await.reactivated, 0);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
     // Later the customer subscribes again at checkout: the newer consent re-activates them.
-    tokio::time::sleep(Duration::from_millis(1100)).await; // consent timestamps have one-second precision
-    shopify.set_marketing_state(customer.id, "SUBSCRIBED");
+    // (Consent timestamps have one-second precision: this opt-in is a few seconds later.)
+    shopify.set_marketing_state_at(customer.id, "SUBSCRIBED", chrono::Utc::now() + chrono::Duration::seconds(2));
     let third = start_sync(&client, &api).await;
     assert_eq!(sync_finished(pool, third, Duration::from_secs(60)).await.reactivated, 1);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("active"));
@@ -338,16 +338,13 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shopify_errors_are_retried_and_an_outage_fails_the_sync_without_partial_damage() {
     let customers = mixed_customers(2000, 600);
-    let shopify =
-        FakeShopify::start(customers.clone(), CostModel { maximum: 2000.0, restore_rate: 1000.0, node_cost: 1.0 })
-            .await;
+    let shopify = FakeShopify::start(customers.clone(), CostModel::roomy()).await;
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_PAGE_SIZE", "50")
         .set("LEVELUP_SYNC_MAX_ATTEMPTS", "3")
         .set("LEVELUP_BREAKER_THRESHOLD", "100");
     let pool = &env.db.pool;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
 
     // Two 503s in a row: retried with backoff, the sync completes with every customer.
     shopify.set_faults(ShopifyFaults { fail_next: 2, ..ShopifyFaults::default() });
@@ -377,8 +374,7 @@ async fn with_a_product_configured_only_its_buyers_are_subscribers() {
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_PRODUCT_ID", "777");
     let pool = &env.db.pool;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let subscribed: Vec<&FakeCustomer> =
@@ -433,8 +429,7 @@ async fn a_store_above_the_bulk_threshold_is_exported_in_bulk_and_a_broken_downl
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_BULK_THRESHOLD", "1000").set("LEVELUP_SHOPIFY_BULK_POLL_MS", "100");
     let pool = &env.db.pool;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
+    let _fleet = fleet(&env);
     let sync::Start::Started(started) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
     let done = sync_finished(pool, started.id, Duration::from_secs(60)).await;
     assert_eq!(done.status, "completed", "{done:?}");

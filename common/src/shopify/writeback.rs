@@ -55,24 +55,20 @@ pub async fn to_push(pool: &PgPool, stale_after: Duration, limit: i64) -> sqlx::
     .await
 }
 
+const COLUMNS: &str = "id, customer_gid, marketing_state, consent_at, state, attempts, last_error, created_at, done_at";
+
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Writeback>> {
-    sqlx::query_as(
-        "SELECT id, customer_gid, marketing_state, consent_at, state, attempts, last_error, created_at, done_at
-         FROM shopify_writebacks WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shopify_writebacks WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn list(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Writeback>> {
-    sqlx::query_as(
-        "SELECT id, customer_gid, marketing_state, consent_at, state, attempts, last_error, created_at, done_at
-         FROM shopify_writebacks ORDER BY id DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM shopify_writebacks ORDER BY id DESC LIMIT $1")))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn done(pool: &PgPool, id: i64) -> sqlx::Result<()> {
