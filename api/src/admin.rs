@@ -6,10 +6,9 @@ use levelup_common::{
     queue::{self, QueueDepth},
     weekly_runs::{self, Progress, WeeklyRun},
 };
-use poem::Request;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags, auth::Bearer, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json};
 
-use crate::{AppState, problem::Problem};
+use crate::{AppState, auth::AdminKey, problem::Problem};
 
 #[derive(Tags)]
 enum AdminTags {
@@ -17,16 +16,6 @@ enum AdminTags {
     AdminRuns,
     /// Jobs that exhausted their retries: list and replay.
     AdminDeadLetters,
-}
-
-/// The admin API key as a bearer token.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer", checker = "admin_key_checker")]
-pub struct AdminKey(());
-
-async fn admin_key_checker(req: &Request, bearer: Bearer) -> Option<()> {
-    let state = req.data::<AppState>()?;
-    state.config.admin_api_key_matches(&bearer.token).then_some(())
 }
 
 pub struct AdminApi {

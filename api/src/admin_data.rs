@@ -12,7 +12,7 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use crate::{AppState, admin::AdminKey, problem::Problem};
+use crate::{AppState, auth::AdminKey, problem::Problem};
 
 #[derive(Tags)]
 enum DataTags {
