@@ -27,7 +27,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     // Configured as in production: without a secret the Shopify webhook answers 503 by design.
     env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", "fuzz-webhook-secret-0123456789");
     levelup_common::demo::seed(&env.db.pool).await.unwrap();
-    let subscriber_id: i64 = sqlx::query_scalar("SELECT min(id) FROM subscribers").fetch_one(&env.db.pool).await.unwrap();
+    let subscriber_id: i64 =
+        sqlx::query_scalar("SELECT min(id) FROM subscribers").fetch_one(&env.db.pool).await.unwrap();
     let config = std::env::temp_dir().join(format!("levelup-schemathesis-{}.toml", env.redis.namespace));
     std::fs::write(&config, schemathesis_config(subscriber_id)).unwrap();
     let api = spawn_api(env.config());
