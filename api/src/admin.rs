@@ -6,10 +6,9 @@ use levelup_common::{
     queue::{self, QueueDepth},
     weekly_runs::{self, Progress, WeeklyRun},
 };
-use poem::Request;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags, auth::Bearer, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json};
 
-use crate::{AppState, problem::Problem};
+use crate::{AppState, auth::AdminKey, problem::Problem};
 
 #[derive(Tags)]
 enum AdminTags {
@@ -17,16 +16,6 @@ enum AdminTags {
     AdminRuns,
     /// Jobs that exhausted their retries: list and replay.
     AdminDeadLetters,
-}
-
-/// The admin API key as a bearer token.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer", checker = "admin_key_checker")]
-pub struct AdminKey(());
-
-async fn admin_key_checker(req: &Request, bearer: Bearer) -> Option<()> {
-    let state = req.data::<AppState>()?;
-    state.config.admin_api_key_matches(&bearer.token).then_some(())
 }
 
 pub struct AdminApi {
@@ -96,11 +85,11 @@ impl RunView {
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct QueueView {
-    /// Email jobs waiting to be fetched.
+    /// Jobs waiting to be fetched.
     waiting: u64,
-    /// Email jobs scheduled for a later retry.
+    /// Jobs scheduled for a later retry.
     scheduled: u64,
-    /// Email jobs held by workers now.
+    /// Jobs held by workers now.
     inflight: u64,
 }
 
@@ -313,9 +302,24 @@ impl AdminApi {
     /// Depth of the email queue in Redis.
     #[oai(path = "/queues/email", method = "get")]
     async fn email_queue(&self, _auth: AdminKey) -> QueueResponse {
+        self.queue_depth(queue::email_queue_depth).await
+    }
+
+    /// Depth of the Shopify sync queue in Redis (sync pages and unsubscribe write-backs).
+    #[oai(path = "/queues/shopify-sync", method = "get")]
+    async fn sync_queue(&self, _auth: AdminKey) -> QueueResponse {
+        self.queue_depth(queue::sync_queue_depth).await
+    }
+}
+
+impl AdminApi {
+    async fn queue_depth<F>(&self, depth: F) -> QueueResponse
+    where
+        F: AsyncFnOnce(&levelup_common::Config, &mut redis::aio::ConnectionManager) -> redis::RedisResult<QueueDepth>,
+    {
         let result = async {
             let mut conn = self.state.redis.get().await?;
-            Ok::<_, anyhow::Error>(queue::email_queue_depth(&self.state.config, &mut conn).await?)
+            Ok::<_, anyhow::Error>(depth(&self.state.config, &mut conn).await?)
         }
         .await;
         match result {
@@ -331,9 +335,6 @@ impl AdminApi {
             }
         }
     }
-}
-
-impl AdminApi {
     async fn view(&self, week: &str) -> sqlx::Result<Option<RunView>> {
         let Some(run) = weekly_runs::get(&self.state.db, week).await? else { return Ok(None) };
         let progress = weekly_runs::progress(&self.state.db, week).await?;

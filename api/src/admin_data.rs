@@ -12,7 +12,7 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use crate::{AppState, admin::AdminKey, problem::Problem};
+use crate::{AppState, auth::AdminKey, problem::Problem};
 
 #[derive(Tags)]
 enum DataTags {
@@ -153,12 +153,14 @@ struct ImportView {
 enum JobKind {
     /// Send one subscriber's email for a week that has a run.
     SendEmail,
+    /// A full subscriber sync from Shopify (the same as `POST /v1/admin/shopify/syncs`).
+    SyncSubscribers,
 }
 
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct NewJob {
-    /// `send_email` (`sync_subscribers` arrives with the Shopify sync).
+    /// `send_email` (needs `subscriber_id` and `week`) or `sync_subscribers`.
     kind: JobKind,
     subscriber_id: Option<i64>,
     /// ISO week, e.g. `2026-W47`.
@@ -168,16 +170,36 @@ struct NewJob {
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct JobView {
-    /// The job's id: its delivery row.
+    /// The job's id within its kind: the delivery row (`send_email`) or the sync (`sync_subscribers`).
     id: i64,
+    /// `send_email` or `sync_subscribers`.
     kind: String,
-    subscriber_id: i64,
-    week: String,
-    /// `queued`, `sending`, `sent`, `failed` or `skipped`.
+    /// Where this job's status is: `/v1/admin/jobs/{id}?kind={kind}`.
+    status_url: String,
+    subscriber_id: Option<i64>,
+    week: Option<String>,
+    /// `send_email`: `queued`, `sending`, `sent`, `failed` or `skipped`;
+    /// `sync_subscribers`: `running`, `completed` or `failed`.
     state: String,
     attempts: i32,
     reason: Option<String>,
     message_id: Option<String>,
+}
+
+impl From<levelup_common::shopify::sync::Sync> for JobView {
+    fn from(s: levelup_common::shopify::sync::Sync) -> Self {
+        Self {
+            id: s.id,
+            kind: "sync_subscribers".into(),
+            status_url: format!("/v1/admin/jobs/{}?kind=sync_subscribers", s.id),
+            subscriber_id: None,
+            week: None,
+            state: s.status,
+            attempts: 1,
+            reason: s.error,
+            message_id: None,
+        }
+    }
 }
 
 impl From<LedgerRow> for JobView {
@@ -185,8 +207,9 @@ impl From<LedgerRow> for JobView {
         Self {
             id: d.id,
             kind: "send_email".into(),
-            subscriber_id: d.subscriber_id,
-            week: d.week,
+            status_url: format!("/v1/admin/jobs/{}?kind=send_email", d.id),
+            subscriber_id: Some(d.subscriber_id),
+            week: Some(d.week),
             state: d.state,
             attempts: d.attempts,
             reason: d.reason,
@@ -298,10 +321,18 @@ impl AdminDataApi {
     }
 
     /// Enqueue a job. `send_email` adds the subscriber to the week's run (idempotent: an
-    /// existing delivery is returned with 200); the week must have a run.
+    /// existing delivery is returned with 200); the week must have a run. `sync_subscribers`
+    /// starts a full Shopify sync (201), or returns the running one (200); 409 without a store.
     #[oai(path = "/jobs", method = "post", tag = "DataTags::AdminSubscribers")]
     async fn create_job(&self, _auth: AdminKey, body: Json<NewJob>) -> Reply<JobView> {
-        let JobKind::SendEmail = body.kind;
+        if body.kind == JobKind::SyncSubscribers {
+            return match crate::admin_sync::start_sync(&self.state, "job").await {
+                Ok((true, sync)) => Reply::Created(Json(sync.into())),
+                Ok((false, sync)) => Reply::Ok(Json(sync.into())),
+                Err(problem) if problem.status == 409 => Reply::Conflict(Json(problem)),
+                Err(problem) => Reply::Internal(Json(problem)),
+            };
+        }
         let Some(subscriber_id) = body.subscriber_id else { return bad_request("subscriber_id", "required") };
         let week = match body.week.as_deref().map(IsoWeek::parse) {
             Some(Ok(week)) => week.to_string(),
@@ -334,9 +365,17 @@ impl AdminDataApi {
         }
     }
 
-    /// A job's status (its delivery row).
+    /// A job's status: its delivery row (`kind=send_email`, the default) or its sync
+    /// (`kind=sync_subscribers`).
     #[oai(path = "/jobs/:id", method = "get", tag = "DataTags::AdminSubscribers")]
-    async fn get_job(&self, _auth: AdminKey, id: Path<i64>) -> Reply<JobView> {
+    async fn get_job(&self, _auth: AdminKey, id: Path<i64>, kind: Query<Option<JobKind>>) -> Reply<JobView> {
+        if kind.0 == Some(JobKind::SyncSubscribers) {
+            return match levelup_common::shopify::sync::get(&self.state.db, *id).await {
+                Ok(Some(sync)) => Reply::Ok(Json(sync.into())),
+                Ok(None) => not_found("job"),
+                Err(err) => internal(err),
+            };
+        }
         match self.job(*id).await {
             Ok(Some(job)) => Reply::Ok(Json(job)),
             Ok(None) => not_found("job"),

@@ -1,48 +1,58 @@
 //! `GET /admin`: a small server-rendered page for operators — queue depth, weekly runs with
-//! progress, recent failures and dead letters. Authenticated with HTTP Basic (any user name, the
+//! progress, Shopify syncs, recent failures and dead letters. Authenticated with HTTP Basic (any user name, the
 //! admin API key as password) so a browser can open it, or with the bearer key.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use levelup_common::{dead_letters, mail::render::escape_html, queue, weekly_runs};
-use poem::{
-    Request, Response, handler,
-    http::{StatusCode, header},
-    web::Data,
+use poem_openapi::{
+    ApiResponse, OpenApi, Tags,
+    payload::{Html, PlainText},
 };
 
-use crate::AppState;
+use crate::{AppState, auth::AdminPageAuth};
 
-fn authorized(state: &AppState, request: &Request) -> bool {
-    let Some(value) = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return state.config.admin_api_key_matches(token);
-    }
-    value
-        .strip_prefix("Basic ")
-        .and_then(|encoded| STANDARD.decode(encoded).ok())
-        .and_then(|decoded| String::from_utf8(decoded).ok())
-        .and_then(|pair| pair.split_once(':').map(|(_, password)| password.to_owned()))
-        .is_some_and(|password| state.config.admin_api_key_matches(&password))
+#[derive(Tags)]
+enum AdminPageTags {
+    /// The operator's page, for a browser.
+    AdminPage,
 }
 
-#[handler]
-pub async fn page(request: &Request, Data(state): Data<&AppState>) -> Response {
-    if !authorized(state, request) {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .header(header::WWW_AUTHENTICATE, "Basic realm=\"LevelUp admin\", charset=\"UTF-8\"")
-            .content_type("text/plain; charset=utf-8")
-            .body("admin API key required (user name: anything, password: the key)");
-    }
-    match render(state).await {
-        Ok(html) => Response::builder()
-            .content_type("text/html; charset=utf-8")
-            .header("Cache-Control", "no-store")
-            .header("Refresh", "10")
-            .body(html),
-        Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "admin page failed");
-            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body("admin page failed; see the logs")
+pub struct AdminPageApi {
+    pub state: AppState,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "ask_for_credentials")]
+enum AdminPageReply {
+    /// The page; it refreshes itself every 10 seconds.
+    #[oai(status = 200)]
+    Ok(Html<String>, #[oai(header = "Cache-Control")] String, #[oai(header = "Refresh")] String),
+    /// The admin API key is required: HTTP Basic (any user name, the key as password) or bearer.
+    #[oai(status = 401)]
+    Unauthorized(PlainText<String>, #[oai(header = "WWW-Authenticate")] String),
+    /// Failed on our side; the cause is logged.
+    #[oai(status = 500)]
+    Internal(PlainText<String>),
+}
+
+/// Missing or wrong credentials (the only thing this operation parses): ask the browser for them.
+fn ask_for_credentials(_: poem::Error) -> AdminPageReply {
+    AdminPageReply::Unauthorized(
+        PlainText("admin API key required (user name: anything, password: the key)".to_owned()),
+        "Basic realm=\"LevelUp admin\", charset=\"UTF-8\"".to_owned(),
+    )
+}
+
+#[OpenApi(tag = "AdminPageTags::AdminPage")]
+impl AdminPageApi {
+    /// Queues, weekly runs with progress, recent failures and dead letters.
+    #[oai(path = "/admin", method = "get")]
+    async fn page(&self, _auth: AdminPageAuth) -> AdminPageReply {
+        match render(&self.state).await {
+            Ok(html) => AdminPageReply::Ok(Html(html), "no-store".to_owned(), "10".to_owned()),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "admin page failed");
+                AdminPageReply::Internal(PlainText("admin page failed; see the logs".to_owned()))
+            }
         }
     }
 }
@@ -56,6 +66,24 @@ async fn render(state: &AppState) -> anyhow::Result<String> {
         },
         Err(e) => format!("<td colspan=\"3\">Redis unreachable: {}</td>", escape_html(&e.to_string())),
     };
+    let syncs: String = levelup_common::shopify::sync::list(pool, 5)
+        .await?
+        .iter()
+        .map(|s| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                s.id,
+                escape_html(&s.status),
+                escape_html(&s.trigger),
+                s.customers_seen,
+                s.created,
+                s.unsubscribed,
+                s.throttled,
+                s.started_at.format("%Y-%m-%d %H:%M"),
+                escape_html(s.error.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
     let mut runs = String::new();
     for run in weekly_runs::list(pool, 8).await? {
         let p = weekly_runs::progress(pool, &run.week).await?;
@@ -107,6 +135,7 @@ async fn render(state: &AppState) -> anyhow::Result<String> {
          <h1>LevelUp admin</h1>\
          <h2>Email queue</h2><table><tr><th>waiting</th><th>scheduled</th><th>in flight</th></tr><tr>{depth}</tr></table>\
          <h2>Weekly runs</h2><table><tr><th>week</th><th>status</th><th>total</th><th>pending</th><th>sent</th><th>failed</th><th>skipped</th><th>ambiguous</th></tr>{runs}</table>\
+         <h2>Shopify syncs</h2><table><tr><th>id</th><th>status</th><th>trigger</th><th>customers</th><th>new</th><th>unsubscribed</th><th>throttled</th><th>started</th><th>error</th></tr>{syncs}</table>\
          <h2>Recent failures</h2><table><tr><th>delivery</th><th>week</th><th>reason</th><th>at</th></tr>{failures}</table>\
          <h2>Dead letters</h2><table><tr><th>id</th><th>delivery</th><th>attempts</th><th>last error</th></tr>{dead}</table>\
          <p>Replay: <code>POST /v1/admin/dead-letters/replay</code> · API docs: <a href=\"/docs\">/docs</a></p></body></html>"

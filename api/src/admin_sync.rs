@@ -7,7 +7,7 @@ use levelup_common::shopify::{
 };
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json};
 
-use crate::{AppState, admin::AdminKey, problem::Problem};
+use crate::{AppState, auth::AdminKey, problem::Problem};
 
 #[derive(Tags)]
 enum SyncTags {

@@ -58,15 +58,29 @@ fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response
 }
 
+/// Probes and metrics must answer under load: never limited, never shed.
+fn is_exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Whether requests to `path` can be answered 503 by load shedding.
+pub fn is_shed(path: &str) -> bool {
+    !is_exempt(path)
+}
+
+/// Whether requests to `path` are rate limited per client. Webhook senders (Shopify, SNS) come
+/// from few addresses in bursts and retry on their own, so they are only shed.
+pub fn is_rate_limited(path: &str) -> bool {
+    !is_exempt(path) && !crate::webhooks::is_webhook(path)
+}
+
 pub async fn protect<E: Endpoint>(endpoint: Arc<E>, request: Request) -> poem::Result<Response> {
-    let exempt = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     let guards = request.data::<Guards>().cloned();
-    let (Some(guards), false) = (guards, exempt) else {
+    let (Some(guards), true) = (guards, is_shed(request.uri().path())) else {
         return endpoint.call(request).await.map(IntoResponse::into_response);
     };
-    // Webhook senders (Shopify, SNS) come from few addresses in bursts and retry on their own.
-    let webhook = request.uri().path().starts_with("/v1/webhooks/");
-    if let (false, Err(not_until)) = (webhook, guards.limiter.check_key(&client_key(&request))) {
+    let limited = is_rate_limited(request.uri().path());
+    if let (true, Err(not_until)) = (limited, guards.limiter.check_key(&client_key(&request))) {
         let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
         let problem = Problem::new(
             "too-many-requests",

@@ -13,6 +13,13 @@ use sha2::{Digest, Sha256};
 use crate::{AppState, problem};
 
 pub const HEADER: &str = "Idempotency-Key";
+pub const MAX_KEY_LENGTH: usize = 255;
+
+/// Whether an `Idempotency-Key` is honoured for `method` on `path`: POSTs under `/v1`, except the
+/// webhooks (their senders deduplicate by their own message ids).
+pub fn applies(method: &poem::http::Method, path: &str) -> bool {
+    method == poem::http::Method::POST && path.starts_with("/v1/") && !crate::webhooks::is_webhook(path)
+}
 
 #[derive(sqlx::FromRow)]
 struct StoredKey {
@@ -45,11 +52,10 @@ fn client_of(request: &Request) -> String {
 
 pub async fn guard<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> poem::Result<Response> {
     let key = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let applies = request.method() == poem::http::Method::POST && request.uri().path().starts_with("/v1/");
-    let (Some(key), true) = (key, applies) else {
+    let (Some(key), true) = (key, applies(request.method(), request.uri().path())) else {
         return endpoint.call(request).await.map(IntoResponse::into_response);
     };
-    if key.is_empty() || key.len() > 255 {
+    if key.is_empty() || key.len() > MAX_KEY_LENGTH {
         return Ok(problem::response(problem::Problem::new(
             "invalid-idempotency-key",
             "Invalid Idempotency-Key",

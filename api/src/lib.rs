@@ -6,12 +6,15 @@ mod admin;
 mod admin_data;
 mod admin_page;
 mod admin_sync;
+mod auth;
+mod documented;
 mod guard;
 mod idempotency;
 mod metrics;
 mod ops;
 mod pages;
 mod problem;
+mod raw_body;
 mod state;
 mod subscriber;
 mod webhooks;
@@ -25,23 +28,32 @@ use poem_openapi::OpenApiService;
 
 pub use state::AppState;
 
-/// The OpenAPI service: every API group, so `/openapi.json` documents all of them.
-fn openapi(
-    state: &AppState,
-    config: &Config,
-) -> OpenApiService<
-    (ops::OpsApi, subscriber::SubscriberApi, admin::AdminApi, admin_data::AdminDataApi, admin_sync::AdminSyncApi),
-    (),
-> {
+type Apis = (
+    ops::OpsApi,
+    subscriber::SubscriberApi,
+    pages::PagesApi,
+    admin::AdminApi,
+    admin_data::AdminDataApi,
+    admin_sync::AdminSyncApi,
+    admin_page::AdminPageApi,
+    webhooks::WebhooksApi,
+);
+
+/// The OpenAPI service: every route, so `/openapi.json` documents all of them, with the errors
+/// the middleware adds (see [`documented`]).
+fn openapi(state: &AppState, config: &Config) -> OpenApiService<documented::Documented<Apis>, ()> {
     let server = config.public_base_url.as_str().trim_end_matches('/').to_owned();
     let apis = (
         ops::OpsApi { state: state.clone() },
         subscriber::SubscriberApi { state: state.clone() },
+        pages::PagesApi { state: state.clone() },
         admin::AdminApi { state: state.clone() },
         admin_data::AdminDataApi { state: state.clone() },
         admin_sync::AdminSyncApi { state: state.clone() },
+        admin_page::AdminPageApi { state: state.clone() },
+        webhooks::WebhooksApi { state: state.clone() },
     );
-    OpenApiService::new(apis, "LevelUp", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(documented::Documented(apis), "LevelUp", env!("CARGO_PKG_VERSION"))
         .description("Weekly challenge emails for Shopify subscribers: subscriber and operator API.")
         .server(server)
 }
@@ -57,14 +69,6 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .nest("/", api.around(idempotency::guard).around(limit_body_size))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
-        .at("/metrics", metrics::render)
-        .at("/challenge/:id", poem::get(pages::challenge_page).post(pages::submit_challenge))
-        .at("/level", poem::get(pages::level_page))
-        .at("/admin", poem::get(admin_page::page))
-        .at("/v1/webhooks/shopify", poem::post(webhooks::shopify))
-        .at("/v1/webhooks/ses", poem::post(webhooks::ses))
-        .at("/questionnaire", poem::get(pages::questionnaire_page).post(pages::submit_questionnaire))
-        .at("/unsubscribe", poem::get(pages::unsubscribe_page).post(pages::unsubscribe))
         .around(guard::protect)
         .data(state)
         .data(guards)

@@ -2,11 +2,11 @@
 
 use std::{sync::Arc, time::Instant};
 
-use poem::{Endpoint, IntoResponse, Request, Response, handler};
+use poem::{Endpoint, IntoResponse, Request, Response};
 
-#[handler]
-pub fn render() -> Response {
-    levelup_common::telemetry::metrics_handle().render().with_content_type("text/plain; version=0.0.4").into_response()
+/// Every metric in the Prometheus text exposition format (version 0.0.4).
+pub fn render() -> String {
+    levelup_common::telemetry::metrics_handle().render()
 }
 
 /// The path with every segment that carries a value (digits: ids, ISO weeks) replaced by

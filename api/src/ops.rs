@@ -1,9 +1,12 @@
-//! Operations endpoints: liveness and readiness.
+//! Operations endpoints: liveness, readiness and Prometheus metrics.
 
 use std::time::Duration;
 
 use levelup_common::db;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Tags,
+    payload::{Json, PlainText},
+};
 
 use crate::AppState;
 
@@ -42,6 +45,14 @@ enum ReadyResponse {
     NotReady(Json<Readiness>),
 }
 
+#[derive(ApiResponse)]
+enum MetricsResponse {
+    /// Prometheus text format: HTTP request counts and latency by route and status, queue and
+    /// job metrics.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(PlainText<String>),
+}
+
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[OpenApi(tag = "OpsTags::Operations")]
@@ -70,6 +81,12 @@ impl OpsApi {
             redis: describe(&redis),
         };
         if ready { ReadyResponse::Ready(Json(body)) } else { ReadyResponse::NotReady(Json(body)) }
+    }
+
+    /// Prometheus metrics (never rate limited or shed).
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self) -> MetricsResponse {
+        MetricsResponse::Ok(PlainText(crate::metrics::render()))
     }
 }
 

@@ -45,6 +45,11 @@ pub fn response(problem: Problem) -> poem::Response {
 /// parameter, failed authorization, unknown route, …) into problem+json. 5xx details are logged,
 /// never sent.
 pub async fn from_error(err: poem::Error) -> poem::Response {
+    error_response(&err)
+}
+
+/// [`from_error`], for callers that are not async.
+pub fn error_response(err: &poem::Error) -> poem::Response {
     let status = err.status();
     let (slug, title) = match status.as_u16() {
         400 => ("invalid-request", "Invalid request"),
@@ -62,7 +67,9 @@ pub async fn from_error(err: poem::Error) -> poem::Response {
     let detail = if status.is_server_error() {
         tracing::error!(error = %err, "request failed");
         "The server failed to handle the request; it has been logged.".to_owned()
-    } else if status == poem::http::StatusCode::UNAUTHORIZED && err.to_string().is_empty() {
+    } else if status == poem::http::StatusCode::UNAUTHORIZED
+        && (err.to_string().is_empty() || err.is::<poem_openapi::error::AuthorizationError>())
+    {
         "missing or invalid credentials".to_owned()
     } else {
         err.to_string()

@@ -1,17 +1,13 @@
-//! The subscriber's JSON API (`/v1`), authenticated by the signed link token (`?token=`), never by
-//! a bare user id.
+//! The subscriber's JSON API (`/v1`), authenticated by the signed link token (`?token=`, the
+//! [`AccessToken`] security scheme), never by a bare user id.
 
 use levelup_common::{
     subscribers::{self, QUESTIONS},
     tokens::{Claims, Purpose},
 };
-use poem_openapi::{
-    ApiResponse, Object, OpenApi, Tags,
-    param::{Path, Query},
-    payload::Json,
-};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json};
 
-use crate::{AppState, problem::Problem};
+use crate::{AppState, auth::AccessToken, problem::Problem};
 
 #[derive(Tags)]
 enum SubscriberTags {
@@ -110,8 +106,8 @@ fn internal<T: poem_openapi::types::ToJSON + Send + Sync>(err: impl std::fmt::Di
 }
 
 impl SubscriberApi {
-    fn claims<T: poem_openapi::types::ToJSON + Send + Sync>(&self, token: &str) -> Result<Claims, Answer<T>> {
-        self.state.verify(token, Purpose::Access).map_err(|err| {
+    fn claims<T: poem_openapi::types::ToJSON + Send + Sync>(&self, token: &AccessToken) -> Result<Claims, Answer<T>> {
+        self.state.verify(&token.0.key, Purpose::Access).map_err(|err| {
             Answer::Unauthorized(Json(Problem::new("invalid-token", "Invalid link token", 401, err.to_string())))
         })
     }
@@ -121,7 +117,7 @@ impl SubscriberApi {
 impl SubscriberApi {
     /// A challenge the subscriber was sent.
     #[oai(path = "/challenges/:id", method = "get")]
-    async fn get_challenge(&self, id: Path<i64>, token: Query<String>) -> Answer<Challenge> {
+    async fn get_challenge(&self, id: Path<i64>, token: AccessToken) -> Answer<Challenge> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
@@ -140,7 +136,7 @@ impl SubscriberApi {
 
     /// Submit a challenge; passing enough challenges at a level moves the subscriber up.
     #[oai(path = "/challenges/:id/submissions", method = "post")]
-    async fn submit(&self, id: Path<i64>, token: Query<String>, body: Json<NewSubmission>) -> Answer<SubmissionResult> {
+    async fn submit(&self, id: Path<i64>, token: AccessToken, body: Json<NewSubmission>) -> Answer<SubmissionResult> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
@@ -188,7 +184,7 @@ impl SubscriberApi {
 
     /// Answer the placement questionnaire: sets the subscriber's level (the seed's `POST /questionaire`).
     #[oai(path = "/questionnaire", method = "post")]
-    async fn answer_questionnaire(&self, token: Query<String>, body: Json<Questionnaire>) -> Answer<LevelView> {
+    async fn answer_questionnaire(&self, token: AccessToken, body: Json<Questionnaire>) -> Answer<LevelView> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
@@ -206,7 +202,7 @@ impl SubscriberApi {
 
     /// The subscriber's level, progress to the next level and level history.
     #[oai(path = "/level", method = "get")]
-    async fn level(&self, token: Query<String>) -> Answer<LevelView> {
+    async fn level(&self, token: AccessToken) -> Answer<LevelView> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,

@@ -1,122 +1,220 @@
-//! `POST /v1/webhooks/shopify`: verifies `X-Shopify-Hmac-SHA256` (base64 HMAC-SHA256 of the raw
-//! body with the app secret) before anything else, dedupes on `X-Shopify-Webhook-Id`, and
-//! applies the effect in one short transaction — well inside Shopify's 5 s timeout, and exactly
-//! once however often Shopify redelivers (see `levelup_common::shopify_webhooks`).
+//! Webhooks. `POST /v1/webhooks/shopify`: verifies `X-Shopify-Hmac-SHA256` (base64 HMAC-SHA256
+//! of the raw body with the app secret) before anything else, dedupes on `X-Shopify-Webhook-Id`,
+//! and applies the effect in one short transaction — well inside Shopify's 5 s timeout, and
+//! exactly once however often Shopify redelivers (see `levelup_common::shopify_webhooks`).
+//! `POST /v1/webhooks/ses`: SES bounces and complaints delivered by SNS.
+//!
+//! Both read the raw body whatever its `Content-Type` ([`RawBody`]): the signatures are over the
+//! exact bytes. Neither is rate limited per client (only shed), nor takes an `Idempotency-Key`.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use levelup_common::shopify_webhooks::{self, WebhookOutcome};
-use poem::{Body, Request, Response, handler, web::Data};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Header, payload::Json};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
 use crate::{
     AppState,
-    problem::{Problem, response},
+    problem::Problem,
+    raw_body::{RawBody, RawBodyDoc},
 };
 
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+const PREFIX: &str = "/v1/webhooks/";
+
+/// Whether `path` is a webhook: called by Shopify or SNS, not by people.
+pub fn is_webhook(path: &str) -> bool {
+    path.starts_with(PREFIX)
 }
 
-#[handler]
-pub async fn shopify(request: &Request, body: Body, Data(state): Data<&AppState>) -> Response {
+#[derive(Tags)]
+enum WebhookTags {
+    /// Called by Shopify and by AWS SNS, authenticated by their signatures over the raw body.
+    Webhooks,
+}
+
+pub struct WebhooksApi {
+    pub state: AppState,
+}
+
+/// A Shopify webhook: the JSON Shopify sends (its shape depends on `X-Shopify-Topic`).
+pub struct ShopifyBody;
+
+impl RawBodyDoc for ShopifyBody {
+    const CONTENT_TYPE: &'static str = "application/json";
+    const REQUIRED: bool = true;
+    type Schema = serde_json::Value;
+}
+
+/// An SNS message: a JSON envelope that SNS sends as `text/plain`.
+pub struct SnsBody;
+
+impl RawBodyDoc for SnsBody {
+    const CONTENT_TYPE: &'static str = "text/plain";
+    const REQUIRED: bool = true;
+    type Schema = String;
+}
+
+#[derive(Object)]
+struct Outcome {
+    /// What happened: e.g. `duplicate`, `ignored`, `suppressed`, `subscription_confirmed`, or
+    /// the effect applied for a Shopify topic.
+    outcome: String,
+}
+
+#[derive(ApiResponse)]
+enum WebhookReply {
+    /// Accepted (applied, a duplicate, or ignored): the sender must not redeliver.
+    #[oai(status = 200)]
+    Ok(Json<Outcome>),
+    /// Malformed: a required header is missing or the body is not the expected JSON.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The signature does not match the body.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// Failed on our side; the sender redelivers later.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// Not configured, or a dependency (the SNS signing certificate) is unavailable; the sender
+    /// redelivers later. Also load shedding (with `Retry-After`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+impl From<Problem> for WebhookReply {
+    fn from(problem: Problem) -> Self {
+        match problem.status {
+            400 => Self::BadRequest(Json(problem)),
+            401 => Self::Unauthorized(Json(problem)),
+            503 => Self::Unavailable(Json(problem)),
+            _ => Self::Internal(Json(problem)),
+        }
+    }
+}
+
+fn outcome(label: &str) -> WebhookReply {
+    WebhookReply::Ok(Json(Outcome { outcome: label.to_owned() }))
+}
+
+fn present(value: Header<Option<String>>) -> Option<String> {
+    value.0.filter(|v| !v.is_empty())
+}
+
+#[OpenApi(prefix_path = "/v1/webhooks", tag = "WebhookTags::Webhooks")]
+impl WebhooksApi {
+    /// Shopify webhook (customer create/update, consent update, privacy redaction): verified by
+    /// HMAC, deduplicated by webhook id, applied at once.
+    #[oai(path = "/shopify", method = "post")]
+    async fn shopify(
+        &self,
+        /// Base64 HMAC-SHA256 of the raw body with the app's webhook secret.
+        #[oai(name = "X-Shopify-Hmac-SHA256")]
+        signature: Header<Option<String>>,
+        /// Shopify's id of this delivery; redeliveries repeat it.
+        #[oai(name = "X-Shopify-Webhook-Id")]
+        webhook_id: Header<Option<String>>,
+        /// e.g. `customers/update`.
+        #[oai(name = "X-Shopify-Topic")]
+        topic: Header<Option<String>>,
+        body: RawBody<ShopifyBody>,
+    ) -> WebhookReply {
+        shopify(&self.state, present(signature), present(webhook_id), present(topic), &body.0).await
+    }
+
+    /// SES bounce and complaint notifications delivered by SNS (the body is JSON sent as
+    /// `text/plain`). The signature (SignatureVersion 1 or 2) is verified before anything else;
+    /// subscription confirmations are confirmed; notifications are applied once per MessageId.
+    #[oai(path = "/ses", method = "post")]
+    async fn ses(&self, body: RawBody<SnsBody>) -> WebhookReply {
+        ses(&self.state, &body.0).await
+    }
+}
+
+async fn shopify(
+    state: &AppState,
+    signature: Option<String>,
+    webhook_id: Option<String>,
+    topic: Option<String>,
+    raw: &[u8],
+) -> WebhookReply {
     let Some(secret) = &state.config.shopify_webhook_secret else {
-        return response(Problem::new(
+        return Problem::new(
             "not-configured",
             "Webhooks not configured",
             503,
             "LEVELUP_SHOPIFY_WEBHOOK_SECRET is not set",
-        ));
+        )
+        .into();
     };
     let unauthorized = || {
-        response(Problem::new(
+        Problem::new(
             "invalid-signature",
             "Invalid webhook signature",
             401,
             "X-Shopify-Hmac-SHA256 does not match the body",
-        ))
+        )
+        .into()
     };
-    let Ok(raw) = body.into_bytes_limit(crate::MAX_BODY_BYTES).await else {
-        return response(Problem::new("payload-too-large", "Payload too large", 413, "webhook body too large"));
-    };
-    let Some(signature) = header(request, "x-shopify-hmac-sha256").and_then(|s| STANDARD.decode(s).ok()) else {
+    let Some(signature) = signature.and_then(|s| STANDARD.decode(s).ok()) else {
         return unauthorized();
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
-    mac.update(&raw);
+    mac.update(raw);
     if mac.verify_slice(&signature).is_err() {
         return unauthorized();
     }
-    let (Some(webhook_id), Some(topic)) = (header(request, "x-shopify-webhook-id"), header(request, "x-shopify-topic"))
-    else {
-        return response(Problem::new(
+    let (Some(webhook_id), Some(topic)) = (webhook_id, topic) else {
+        return Problem::new(
             "invalid-request",
             "Invalid request",
             400,
             "X-Shopify-Webhook-Id and X-Shopify-Topic are required",
-        ));
+        )
+        .into();
     };
-    let payload: serde_json::Value = match serde_json::from_slice(&raw) {
+    let payload: serde_json::Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
-        Err(err) => return response(Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}"))),
+        Err(err) => return Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}")).into(),
     };
-    match shopify_webhooks::apply_with_rules(&state.db, &state.shopify_rules(), webhook_id, topic, &payload).await {
-        Ok(outcome) => {
-            tracing::info!(webhook_id, topic, ?outcome, "shopify webhook");
-            let label = match outcome {
+    match shopify_webhooks::apply_with_rules(&state.db, &state.shopify_rules(), &webhook_id, &topic, &payload).await {
+        Ok(applied) => {
+            tracing::info!(webhook_id, topic, outcome = ?applied, "shopify webhook");
+            outcome(match applied {
                 WebhookOutcome::Duplicate => "duplicate",
                 WebhookOutcome::Applied(what) => what,
                 WebhookOutcome::Ignored => "ignored",
-            };
-            Response::builder()
-                .content_type("application/json")
-                .body(serde_json::json!({ "outcome": label }).to_string())
+            })
         }
         Err(err) => {
             tracing::error!(error = %err, webhook_id, "shopify webhook failed");
             // 5xx: Shopify retries, and the webhook id was not recorded.
-            response(Problem::internal())
+            Problem::internal().into()
         }
     }
 }
 
-/// `POST /v1/webhooks/ses`: SES bounce and complaint notifications delivered by SNS (the body is
-/// JSON sent as `text/plain`). The signature is verified before anything else; subscription
-/// confirmations are confirmed; notifications are applied once per SNS MessageId.
-#[handler]
-pub async fn ses(body: Body, Data(state): Data<&AppState>) -> Response {
+async fn ses(state: &AppState, raw: &[u8]) -> WebhookReply {
     use levelup_common::sns::{self, SnsError};
-    let Ok(raw) = body.into_bytes_limit(crate::MAX_BODY_BYTES).await else {
-        return response(Problem::new("payload-too-large", "Payload too large", 413, "notification too large"));
-    };
-    let message: serde_json::Value = match serde_json::from_slice(&raw) {
+    let message: serde_json::Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
-        Err(err) => return response(Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}"))),
+        Err(err) => return Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}")).into(),
     };
     match state.sns.verify(&message).await {
         Ok(()) => {}
-        Err(SnsError::Malformed(why)) => return response(Problem::new("invalid-request", "Invalid request", 400, why)),
+        Err(SnsError::Malformed(why)) => return Problem::new("invalid-request", "Invalid request", 400, why).into(),
         Err(SnsError::CertFetch(why)) => {
             tracing::warn!(%why, "SNS signing certificate unavailable");
             // 5xx: SNS retries later.
-            return response(Problem::new(
-                "unavailable",
-                "Service unavailable",
-                503,
-                "signing certificate unavailable",
-            ));
+            return Problem::new("unavailable", "Service unavailable", 503, "signing certificate unavailable").into();
         }
         Err(err) => {
             tracing::warn!(error = %err, "SNS message rejected");
-            return response(Problem::new("invalid-signature", "Invalid SNS signature", 401, err.to_string()));
+            return Problem::new("invalid-signature", "Invalid SNS signature", 401, err.to_string()).into();
         }
     }
     let kind = message.get("Type").and_then(serde_json::Value::as_str).unwrap_or("");
     let message_id = message.get("MessageId").and_then(serde_json::Value::as_str).unwrap_or("");
-    let ok = |outcome: &str| {
-        Response::builder().content_type("application/json").body(serde_json::json!({ "outcome": outcome }).to_string())
-    };
     match kind {
         "SubscriptionConfirmation" => match state.sns.confirm_subscription(&message).await {
             Ok(()) => {
@@ -124,28 +222,24 @@ pub async fn ses(body: Body, Data(state): Data<&AppState>) -> Response {
                     topic = message.get("TopicArn").and_then(serde_json::Value::as_str),
                     "SNS subscription confirmed"
                 );
-                ok("subscription_confirmed")
+                outcome("subscription_confirmed")
             }
             Err(err) => {
                 tracing::warn!(error = %err, "SNS subscription confirmation failed");
-                response(Problem::new("unavailable", "Service unavailable", 503, "could not confirm the subscription"))
+                Problem::new("unavailable", "Service unavailable", 503, "could not confirm the subscription").into()
             }
         },
         "Notification" => {
             let inner =
                 message.get("Message").and_then(serde_json::Value::as_str).and_then(|m| serde_json::from_str(m).ok());
             let Some(inner) = inner else {
-                return response(Problem::new(
-                    "invalid-request",
-                    "Invalid request",
-                    400,
-                    "Message: not an SES notification",
-                ));
+                return Problem::new("invalid-request", "Invalid request", 400, "Message: not an SES notification")
+                    .into();
             };
             match sns::apply_ses_notification(&state.db, message_id, &inner).await {
-                Ok(outcome) => {
-                    tracing::info!(message_id, ?outcome, "SES notification");
-                    ok(match outcome {
+                Ok(applied) => {
+                    tracing::info!(message_id, outcome = ?applied, "SES notification");
+                    outcome(match applied {
                         sns::SesEventOutcome::Duplicate => "duplicate",
                         sns::SesEventOutcome::Suppressed(_) => "suppressed",
                         sns::SesEventOutcome::Ignored => "ignored",
@@ -153,10 +247,10 @@ pub async fn ses(body: Body, Data(state): Data<&AppState>) -> Response {
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "SES notification failed");
-                    response(Problem::internal())
+                    Problem::internal().into()
                 }
             }
         }
-        _ => ok("ignored"),
+        _ => outcome("ignored"),
     }
 }

@@ -1,8 +1,15 @@
-//! Cross-cutting API behaviour: Idempotency-Key, problem+json errors naming the field.
+//! Cross-cutting API behaviour: Idempotency-Key, problem+json errors naming the field, rate
+//! limiting and load shedding.
+
+use std::{net::SocketAddr, time::Duration};
 
 use levelup_common::weekly_runs;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api};
+use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, wait_until};
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 #[tokio::test]
 async fn idempotency_key_replays_refuses_a_different_body_and_runs_concurrent_duplicates_once() {
@@ -97,5 +104,80 @@ async fn each_client_is_rate_limited_with_retry_after_and_others_are_not_affecte
     for _ in 0..10 {
         assert_eq!(client.get(api.url("/healthz")).send().await.unwrap().status(), 200);
     }
+    api.stop().await.unwrap();
+}
+
+/// A client uploading its request body slowly: the request line, headers and the first half of
+/// the body are sent; the server holds the request (and its in-flight slot) until the rest comes.
+struct SlowUpload {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+impl SlowUpload {
+    async fn start(address: SocketAddr, path: &str, body: &str) -> Self {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        stream.flush().await.unwrap();
+        Self { stream, rest: rest.to_vec() }
+    }
+
+    /// Sends the rest of the body and returns the response's status code.
+    async fn finish(mut self) -> u16 {
+        self.stream.write_all(&self.rest).await.unwrap();
+        let mut response = Vec::new();
+        self.stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8_lossy(&response);
+        let status = response.split_whitespace().nth(1).unwrap_or_default();
+        status.parse().unwrap_or_else(|_| panic!("no status line in {response:?}"))
+    }
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_then_service_recovers() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_MAX_IN_FLIGHT", "2")
+        .set("LEVELUP_API_RATE_PER_SECOND", "100000")
+        .set("LEVELUP_API_BURST", "100000");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let list_runs = || client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send();
+
+    // Two slow uploads take both in-flight slots.
+    let first = SlowUpload::start(api.address, "/v1/admin/runs", r#"{"week": "2026-W47"}"#).await;
+    let second = SlowUpload::start(api.address, "/v1/admin/runs", r#"{"week": "2026-W48"}"#).await;
+    let shed = wait_until("the slow uploads to hold every in-flight slot", Duration::from_secs(10), || async {
+        let response = list_runs().await.unwrap();
+        (response.status() == 503).then_some(response)
+    })
+    .await;
+    assert_eq!(shed.headers()["retry-after"], "1");
+
+    // A spike beyond the limit is refused at once, each with a problem and Retry-After.
+    let spike = futures::future::join_all((0..8).map(|_| list_runs())).await;
+    for response in spike {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(response.json::<Value>().await.unwrap()["type"], "https://levelup.dev/problems/unavailable");
+    }
+    // Probes are never shed: an orchestrator must not restart a busy replica.
+    assert_eq!(client.get(api.url("/healthz")).send().await.unwrap().status(), 200);
+
+    // The requests that held the slots complete normally, and then the service is back.
+    assert_eq!(first.finish().await, 201);
+    assert_eq!(second.finish().await, 201);
+    assert!(weekly_runs::get(&env.db.pool, "2026-W48").await.unwrap().is_some(), "the held request took effect");
+    let after = list_runs().await.unwrap();
+    assert_eq!(after.status(), 200, "slots are released when a response is sent");
+    assert_eq!(after.json::<Vec<Value>>().await.unwrap().len(), 2);
     api.stop().await.unwrap();
 }

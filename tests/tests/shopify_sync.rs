@@ -473,3 +473,55 @@ async fn the_scheduler_starts_one_sync_per_firing_of_the_sync_schedule() {
     let per_minute: BTreeSet<i64> = syncs.iter().map(|s| minute(s.started_at)).collect();
     assert_eq!(per_minute.len(), syncs.len(), "one sync per firing: {syncs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
+    // Without a store: a clear 409, nothing started.
+    let bare = TestEnv::new().await;
+    let api = spawn_api(bare.config());
+    let client = reqwest::Client::new();
+    let refused = client
+        .post(api.url("/v1/admin/jobs"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "kind": "sync_subscribers" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    assert!(refused.text().await.unwrap().contains("LEVELUP_SHOPIFY_SHOP"));
+    assert!(sync::list(&bare.db.pool, 10).await.unwrap().is_empty());
+    api.stop().await.unwrap();
+
+    let customers = mixed_customers(8000, 50);
+    let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
+    let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    let _fleet = fleet(&env);
+    let api = spawn_api(env.config());
+    let created = client
+        .post(api.url("/v1/admin/jobs"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "kind": "sync_subscribers" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!(job["kind"], "sync_subscribers");
+    let status_url = api.url(job["status_url"].as_str().unwrap());
+    let finished = wait_until("the sync job to complete", Duration::from_secs(60), || async {
+        let view: Value = client.get(&status_url).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+        (view["state"] == "completed").then_some(view)
+    })
+    .await;
+    assert_eq!(finished["id"], job["id"]);
+    assert!(active_from_shopify(&env.db.pool).await == expected(&customers));
+    let queue = client.get(api.url("/v1/admin/queues/shopify-sync")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(queue.status(), 200);
+    let depth: Value = queue.json().await.unwrap();
+    assert!(depth["waiting"].is_u64() && depth["inflight"].is_u64(), "{depth}");
+    let page = client.get(api.url("/admin")).basic_auth("ops", Some(ADMIN_KEY)).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Shopify syncs") && page.contains("completed"), "{page}");
+    api.stop().await.unwrap();
+}

@@ -2,38 +2,16 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use levelup_tests::{TestEnv, processes::spawn_api};
+use levelup_tests::{SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-const SECRET: &str = "shopify-app-secret-for-tests";
+const SECRET: &str = SHOPIFY_WEBHOOK_SECRET;
 
 fn sign(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
-}
-
-async fn deliver(
-    client: &reqwest::Client,
-    url: &str,
-    id: &str,
-    topic: &str,
-    body: &Value,
-    signature: Option<String>,
-) -> reqwest::Response {
-    let raw = body.to_string();
-    let signature = signature.unwrap_or_else(|| sign(&raw));
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-Shopify-Hmac-SHA256", signature)
-        .header("X-Shopify-Webhook-Id", id)
-        .header("X-Shopify-Topic", topic)
-        .body(raw)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -54,13 +32,14 @@ async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
 
     let created = json!({"id": 7001, "email": "ada@example.com", "first_name": "Ada", "email_marketing_consent": {"state": "subscribed"}});
     // A bad signature changes nothing.
-    let forged = deliver(&client, &url, "w-0", "customers/create", &created, Some(sign("something else"))).await;
+    let forged =
+        deliver_shopify_webhook(&client, &url, "w-0", "customers/create", &created, Some(sign("something else"))).await;
     assert_eq!(forged.status(), 401);
     assert_eq!(status("ada@example.com").await, None);
     let received: i64 = sqlx::query_scalar("SELECT count(*) FROM received_webhooks").fetch_one(pool).await.unwrap();
     assert_eq!(received, 0, "an unverified webhook is not even recorded");
 
-    let ok = deliver(&client, &url, "w-1", "customers/create", &created, None).await;
+    let ok = deliver_shopify_webhook(&client, &url, "w-1", "customers/create", &created, None).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap()["outcome"], "upserted");
     assert_eq!(status("ada@example.com").await.as_deref(), Some("active"));
@@ -71,18 +50,22 @@ async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
     assert_eq!(level, None, "new subscribers start without a level (questionnaire first)");
 
     let withdrawn = json!({"customer_id": 7001, "email_address": "ada@example.com", "email_marketing_consent": {"state": "unsubscribed"}});
-    let first = deliver(&client, &url, "w-2", "customers/email_marketing_consent_update", &withdrawn, None).await;
+    let first =
+        deliver_shopify_webhook(&client, &url, "w-2", "customers/email_marketing_consent_update", &withdrawn, None)
+            .await;
     assert_eq!(first.json::<Value>().await.unwrap()["outcome"], "unsubscribed");
     assert_eq!(status("ada@example.com").await.as_deref(), Some("unsubscribed"));
     // Re-subscribing in a replayed create does not override the withdrawal, and a redelivery is a no-op.
-    let again = deliver(&client, &url, "w-2", "customers/email_marketing_consent_update", &withdrawn, None).await;
+    let again =
+        deliver_shopify_webhook(&client, &url, "w-2", "customers/email_marketing_consent_update", &withdrawn, None)
+            .await;
     assert_eq!(again.json::<Value>().await.unwrap()["outcome"], "duplicate");
-    let replayed_create = deliver(&client, &url, "w-1", "customers/create", &created, None).await;
+    let replayed_create = deliver_shopify_webhook(&client, &url, "w-1", "customers/create", &created, None).await;
     assert_eq!(replayed_create.json::<Value>().await.unwrap()["outcome"], "duplicate");
     assert_eq!(status("ada@example.com").await.as_deref(), Some("unsubscribed"));
 
     let redact = json!({"shop_id": 1, "customer": {"id": 7001, "email": "ada@example.com"}});
-    let erased = deliver(&client, &url, "w-3", "customers/redact", &redact, None).await;
+    let erased = deliver_shopify_webhook(&client, &url, "w-3", "customers/redact", &redact, None).await;
     assert_eq!(erased.json::<Value>().await.unwrap()["outcome"], "redacted");
     assert_eq!(status("ada@example.com").await, None, "personal data erased");
     let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions WHERE email_lower = 'ada@example.com'")
