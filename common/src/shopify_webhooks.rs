@@ -6,7 +6,8 @@
 //! subscriber without a level, consent withdrawn → unsubscribed and suppressed (an unsubscribed
 //! person is re-activated only by a consent newer than their unsubscribe); `orders/paid` records
 //! buyers of the configured product; `customers/redact` erases the subscriber and everything tied
-//! to them. Other topics are recorded and ignored.
+//! to them; `shop/redact` erases everything that came from the store. Other topics (including
+//! `customers/data_request`, which an operator answers from the admin API) are recorded and ignored.
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -125,6 +126,21 @@ pub async fn apply_with_rules(
                 .await?;
             sqlx::query("DELETE FROM shopify_writebacks WHERE customer_gid = $1").bind(&gid).execute(&mut *tx).await?;
             WebhookOutcome::Applied("redacted")
+        }
+        "shop/redact" => {
+            // Sent 48 hours after the store uninstalled the app: erase everything that came from
+            // it — its customers (and, by cascade, their ledger, submissions and history), their
+            // suppressions, buyers and pending write-backs. Subscribers imported by CSV stay.
+            sqlx::query(
+                "DELETE FROM suppressions WHERE email_lower IN
+                   (SELECT lower(email) FROM subscribers WHERE shopify_customer_id IS NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM subscribers WHERE shopify_customer_id IS NOT NULL").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM shopify_buyers").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM shopify_writebacks").execute(&mut *tx).await?;
+            WebhookOutcome::Applied("shop redacted")
         }
         _ => WebhookOutcome::Ignored,
     };

@@ -74,6 +74,17 @@ async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
         .unwrap();
     assert_eq!(suppressed, 0);
 
+    // Uninstalled store: everything from it is erased, subscribers imported otherwise stay.
+    let bob = json!({"id": 7002, "email": "bob@example.com", "email_marketing_consent": {"state": "subscribed"}});
+    deliver_shopify_webhook(&client, &url, "w-4", "customers/create", &bob, None).await;
+    sqlx::query("INSERT INTO subscribers (email) VALUES ('csv@example.com')").execute(pool).await.unwrap();
+    assert_eq!(status("bob@example.com").await.as_deref(), Some("active"));
+    let shop = json!({"shop_id": 1, "shop_domain": "fake.myshopify.com"});
+    let erased = deliver_shopify_webhook(&client, &url, "w-5", "shop/redact", &shop, None).await;
+    assert_eq!(erased.json::<Value>().await.unwrap()["outcome"], "shop redacted");
+    assert_eq!(status("bob@example.com").await, None);
+    assert_eq!(status("csv@example.com").await.as_deref(), Some("active"));
+
     let missing_id = client.post(&url).header("X-Shopify-Hmac-SHA256", sign("{}")).body("{}").send().await.unwrap();
     assert_eq!(missing_id.status(), 400);
     api.stop().await.unwrap();
