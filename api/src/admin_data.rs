@@ -10,9 +10,14 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi, Tags,
     param::{Path, Query},
     payload::{Json, PlainText},
+    types::ToJSON,
 };
 
-use crate::{AppState, auth::AdminKey, problem::Problem};
+use crate::{
+    AppState,
+    auth::AdminKey,
+    problem::{Problem, WithProblem, undeclared},
+};
 
 #[derive(Tags)]
 enum DataTags {
@@ -218,8 +223,31 @@ impl From<LedgerRow> for JobView {
     }
 }
 
+/// Reads: 200, or 400 for a bad parameter.
 #[derive(ApiResponse)]
-enum Reply<T: poem_openapi::types::ToJSON + Send + Sync> {
+enum Listed<T: ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+/// One thing by id: 200, or 404.
+#[derive(ApiResponse)]
+enum Fetched<T: ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+/// Writes: 201 created (or 200 for an existing or updated one), 400, 404, 409.
+#[derive(ApiResponse)]
+enum Saved<T: ToJSON + Send + Sync> {
     #[oai(status = 200)]
     Ok(Json<T>),
     #[oai(status = 201)]
@@ -234,17 +262,36 @@ enum Reply<T: poem_openapi::types::ToJSON + Send + Sync> {
     Internal(Json<Problem>),
 }
 
-fn internal<T: poem_openapi::types::ToJSON + Send + Sync>(err: impl std::fmt::Display) -> Reply<T> {
-    tracing::error!(error = %err, "admin data request failed");
-    Reply::Internal(Json(Problem::internal()))
+impl<T: ToJSON + Send + Sync> WithProblem for Listed<T> {
+    fn with_problem(problem: Problem) -> Self {
+        match problem.status {
+            400 => Self::BadRequest(Json(problem)),
+            500 => Self::Internal(Json(problem)),
+            _ => Self::Internal(Json(undeclared(&problem))),
+        }
+    }
 }
 
-fn not_found<T: poem_openapi::types::ToJSON + Send + Sync>(what: &str) -> Reply<T> {
-    Reply::NotFound(Json(Problem::new("not-found", "Not found", 404, format!("no such {what}"))))
+impl<T: ToJSON + Send + Sync> WithProblem for Fetched<T> {
+    fn with_problem(problem: Problem) -> Self {
+        match problem.status {
+            404 => Self::NotFound(Json(problem)),
+            500 => Self::Internal(Json(problem)),
+            _ => Self::Internal(Json(undeclared(&problem))),
+        }
+    }
 }
 
-fn bad_request<T: poem_openapi::types::ToJSON + Send + Sync>(field: &str, message: impl std::fmt::Display) -> Reply<T> {
-    Reply::BadRequest(Json(Problem::new("invalid-request", "Invalid request", 400, format!("{field}: {message}"))))
+impl<T: ToJSON + Send + Sync> WithProblem for Saved<T> {
+    fn with_problem(problem: Problem) -> Self {
+        match problem.status {
+            400 => Self::BadRequest(Json(problem)),
+            404 => Self::NotFound(Json(problem)),
+            409 => Self::Conflict(Json(problem)),
+            500 => Self::Internal(Json(problem)),
+            _ => Self::Internal(Json(undeclared(&problem))),
+        }
+    }
 }
 
 const STATUSES: [&str; 4] = ["active", "unsubscribed", "bounced", "complained"];
@@ -259,26 +306,26 @@ impl AdminDataApi {
         _auth: AdminKey,
         level: Query<Option<i16>>,
         include_archived: Query<Option<bool>>,
-    ) -> Reply<Vec<ChallengeView>> {
+    ) -> Listed<Vec<ChallengeView>> {
         match challenges::list(&self.state.db, *level, include_archived.unwrap_or(false)).await {
-            Ok(list) => Reply::Ok(Json(list.into_iter().map(Into::into).collect())),
-            Err(err) => internal(err),
+            Ok(list) => Listed::Ok(Json(list.into_iter().map(Into::into).collect())),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
     /// Author a challenge.
     #[oai(path = "/challenges", method = "post", tag = "DataTags::AdminChallenges")]
-    async fn create_challenge(&self, _auth: AdminKey, body: Json<NewChallenge>) -> Reply<ChallengeView> {
+    async fn create_challenge(&self, _auth: AdminKey, body: Json<NewChallenge>) -> Saved<ChallengeView> {
         if let Err(err) = Level::new(body.level) {
-            return bad_request("level", err);
+            return WithProblem::bad_request("level", err);
         }
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
-            return bad_request(field, "must not contain NUL characters");
+            return WithProblem::bad_request(field, "must not contain NUL characters");
         }
         match challenges::create(&self.state.db, body.level, body.position, &body.title, &body.body).await {
-            Ok(c) => Reply::Created(Json(c.into())),
+            Ok(c) => Saved::Created(Json(c.into())),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                Reply::Conflict(Json(Problem::new(
+                Saved::Conflict(Json(Problem::new(
                     "position-taken",
                     "Position taken",
                     409,
@@ -286,19 +333,19 @@ impl AdminDataApi {
                 )))
             }
             // The level's last position is the largest integer: nothing fits after it.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22003") => Reply::Conflict(Json(
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22003") => Saved::Conflict(Json(
                 Problem::new("position-taken", "No position left", 409, "position: give one explicitly"),
             )),
-            Err(err) => internal(err),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
     #[oai(path = "/challenges/:id", method = "get", tag = "DataTags::AdminChallenges")]
-    async fn get_challenge(&self, _auth: AdminKey, id: Path<i64>) -> Reply<ChallengeView> {
+    async fn get_challenge(&self, _auth: AdminKey, id: Path<i64>) -> Fetched<ChallengeView> {
         match challenges::get(&self.state.db, *id).await {
-            Ok(Some(c)) => Reply::Ok(Json(c.into())),
-            Ok(None) => not_found("challenge"),
-            Err(err) => internal(err),
+            Ok(Some(c)) => Fetched::Ok(Json(c.into())),
+            Ok(None) => WithProblem::not_found("challenge"),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -309,14 +356,14 @@ impl AdminDataApi {
         _auth: AdminKey,
         id: Path<i64>,
         body: Json<ChallengeUpdate>,
-    ) -> Reply<ChallengeView> {
+    ) -> Saved<ChallengeView> {
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
-            return bad_request(field, "must not contain NUL characters");
+            return WithProblem::bad_request(field, "must not contain NUL characters");
         }
         match challenges::update(&self.state.db, *id, &body.title, &body.body, body.archived).await {
-            Ok(Some(c)) => Reply::Ok(Json(c.into())),
-            Ok(None) => not_found("challenge"),
-            Err(err) => internal(err),
+            Ok(Some(c)) => Saved::Ok(Json(c.into())),
+            Ok(None) => WithProblem::not_found("challenge"),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -324,62 +371,64 @@ impl AdminDataApi {
     /// existing delivery is returned with 200); the week must have a run. `sync_subscribers`
     /// starts a full Shopify sync (201), or returns the running one (200); 409 without a store.
     #[oai(path = "/jobs", method = "post", tag = "DataTags::AdminSubscribers")]
-    async fn create_job(&self, _auth: AdminKey, body: Json<NewJob>) -> Reply<JobView> {
+    async fn create_job(&self, _auth: AdminKey, body: Json<NewJob>) -> Saved<JobView> {
         if body.kind == JobKind::SyncSubscribers {
             return match crate::admin_sync::start_sync(&self.state, "job").await {
-                Ok((true, sync)) => Reply::Created(Json(sync.into())),
-                Ok((false, sync)) => Reply::Ok(Json(sync.into())),
-                Err(problem) if problem.status == 409 => Reply::Conflict(Json(problem)),
-                Err(problem) => Reply::Internal(Json(problem)),
+                Ok((true, sync)) => Saved::Created(Json(sync.into())),
+                Ok((false, sync)) => Saved::Ok(Json(sync.into())),
+                Err(problem) if problem.status == 409 => Saved::Conflict(Json(problem)),
+                Err(problem) => Saved::Internal(Json(problem)),
             };
         }
-        let Some(subscriber_id) = body.subscriber_id else { return bad_request("subscriber_id", "required") };
+        let Some(subscriber_id) = body.subscriber_id else {
+            return WithProblem::bad_request("subscriber_id", "required");
+        };
         let week = match body.week.as_deref().map(IsoWeek::parse) {
             Some(Ok(week)) => week.to_string(),
-            Some(Err(err)) => return bad_request("week", err),
-            None => return bad_request("week", "required"),
+            Some(Err(err)) => return WithProblem::bad_request("week", err),
+            None => return WithProblem::bad_request("week", "required"),
         };
         let pool = &self.state.db;
         match levelup_common::subscribers::get(pool, subscriber_id).await {
             Ok(Some(_)) => {}
-            Ok(None) => return not_found("subscriber"),
-            Err(err) => return internal(err),
+            Ok(None) => return WithProblem::not_found("subscriber"),
+            Err(err) => return WithProblem::internal(err),
         }
         let added = match levelup_common::weekly_runs::add_subscriber(pool, &week, subscriber_id).await {
             Ok(Some(added)) => added,
             Ok(None) => {
-                return Reply::Conflict(Json(Problem::new(
+                return Saved::Conflict(Json(Problem::new(
                     "no-run-for-week",
                     "No run for this week",
                     409,
                     format!("week: {week} has no run; trigger it with POST /v1/admin/runs"),
                 )));
             }
-            Err(err) => return internal(err),
+            Err(err) => return WithProblem::internal(err),
         };
         match self.job(added.0).await {
-            Ok(Some(job)) if added.1 => Reply::Created(Json(job)),
-            Ok(Some(job)) => Reply::Ok(Json(job)),
-            Ok(None) => not_found("job"),
-            Err(err) => internal(err),
+            Ok(Some(job)) if added.1 => Saved::Created(Json(job)),
+            Ok(Some(job)) => Saved::Ok(Json(job)),
+            Ok(None) => WithProblem::not_found("job"),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
     /// A job's status: its delivery row (`kind=send_email`, the default) or its sync
     /// (`kind=sync_subscribers`).
     #[oai(path = "/jobs/:id", method = "get", tag = "DataTags::AdminSubscribers")]
-    async fn get_job(&self, _auth: AdminKey, id: Path<i64>, kind: Query<Option<JobKind>>) -> Reply<JobView> {
+    async fn get_job(&self, _auth: AdminKey, id: Path<i64>, kind: Query<Option<JobKind>>) -> Fetched<JobView> {
         if kind.0 == Some(JobKind::SyncSubscribers) {
             return match levelup_common::shopify::sync::get(&self.state.db, *id).await {
-                Ok(Some(sync)) => Reply::Ok(Json(sync.into())),
-                Ok(None) => not_found("job"),
-                Err(err) => internal(err),
+                Ok(Some(sync)) => Fetched::Ok(Json(sync.into())),
+                Ok(None) => WithProblem::not_found("job"),
+                Err(err) => WithProblem::internal(err),
             };
         }
         match self.job(*id).await {
-            Ok(Some(job)) => Reply::Ok(Json(job)),
-            Ok(None) => not_found("job"),
-            Err(err) => internal(err),
+            Ok(Some(job)) => Fetched::Ok(Json(job)),
+            Ok(None) => WithProblem::not_found("job"),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -393,12 +442,12 @@ impl AdminDataApi {
         status: Query<Option<String>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
-    ) -> Reply<Vec<SubscriberView>> {
+    ) -> Listed<Vec<SubscriberView>> {
         if q.as_deref().is_some_and(|q| q.contains('\0')) {
-            return bad_request("q", "must not contain NUL characters");
+            return WithProblem::bad_request("q", "must not contain NUL characters");
         }
         if let Some(status) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
-            return bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
+            return WithProblem::bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
         }
         let result = subscriber_admin::list(
             &self.state.db,
@@ -409,8 +458,8 @@ impl AdminDataApi {
         )
         .await;
         match result {
-            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
-            Err(err) => internal(err),
+            Ok(rows) => Listed::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -418,12 +467,12 @@ impl AdminDataApi {
     /// `text/plain`). Good rows are kept; bad rows are reported by line; existing addresses are
     /// left as they are.
     #[oai(path = "/subscribers/import", method = "post", tag = "DataTags::AdminSubscribers")]
-    async fn import_subscribers(&self, _auth: AdminKey, body: PlainText<String>) -> Reply<ImportView> {
+    async fn import_subscribers(&self, _auth: AdminKey, body: PlainText<String>) -> Listed<ImportView> {
         if body.0.contains('\0') {
-            return bad_request("body", "must not contain NUL characters");
+            return WithProblem::bad_request("body", "must not contain NUL characters");
         }
         match subscriber_admin::import_csv(&self.state.db, &body.0).await {
-            Ok(report) => Reply::Ok(Json(ImportView {
+            Ok(report) => Listed::Ok(Json(ImportView {
                 imported: report.imported,
                 existing: report.existing,
                 errors: report
@@ -432,17 +481,17 @@ impl AdminDataApi {
                     .map(|e| ImportErrorView { line: e.line, message: e.message })
                     .collect(),
             })),
-            Err(err) if err.downcast_ref::<sqlx::Error>().is_some() => internal(err),
-            Err(err) => bad_request("body", err),
+            Err(err) if err.downcast_ref::<sqlx::Error>().is_some() => WithProblem::internal(err),
+            Err(err) => WithProblem::bad_request("body", err),
         }
     }
 
     /// One subscriber's delivery ledger, newest week first.
     #[oai(path = "/subscribers/:id/deliveries", method = "get", tag = "DataTags::AdminSubscribers")]
-    async fn subscriber_deliveries(&self, _auth: AdminKey, id: Path<i64>) -> Reply<Vec<DeliveryView>> {
+    async fn subscriber_deliveries(&self, _auth: AdminKey, id: Path<i64>) -> Listed<Vec<DeliveryView>> {
         match subscriber_admin::ledger_for_subscriber(&self.state.db, *id).await {
-            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
-            Err(err) => internal(err),
+            Ok(rows) => Listed::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -455,13 +504,13 @@ impl AdminDataApi {
         state: Query<Option<String>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
-    ) -> Reply<Vec<DeliveryView>> {
+    ) -> Listed<Vec<DeliveryView>> {
         let week = match IsoWeek::parse(&week) {
             Ok(w) => w,
-            Err(err) => return bad_request("week", err),
+            Err(err) => return WithProblem::bad_request("week", err),
         };
         if let Some(state) = state.as_deref().filter(|s| !STATES.contains(s)) {
-            return bad_request("state", format!("`{state}` is not one of {}", STATES.join(", ")));
+            return WithProblem::bad_request("state", format!("`{state}` is not one of {}", STATES.join(", ")));
         }
         let result = subscriber_admin::ledger_for_week(
             &self.state.db,
@@ -472,8 +521,8 @@ impl AdminDataApi {
         )
         .await;
         match result {
-            Ok(rows) => Reply::Ok(Json(rows.into_iter().map(Into::into).collect())),
-            Err(err) => internal(err),
+            Ok(rows) => Listed::Ok(Json(rows.into_iter().map(Into::into).collect())),
+            Err(err) => WithProblem::internal(err),
         }
     }
 }

@@ -81,3 +81,29 @@ pub fn error_response(err: &poem::Error) -> poem::Response {
 pub fn first_with_nul<'a>(fields: &[(&'a str, &str)]) -> Option<&'a str> {
     fields.iter().find(|(_, value)| value.contains('\0')).map(|(name, _)| *name)
 }
+
+/// A response enum that carries problems: helpers build a [`Problem`] and the enum picks the
+/// variant of its status (a status the enum does not declare is a bug, answered as 500).
+pub trait WithProblem: Sized {
+    fn with_problem(problem: Problem) -> Self;
+
+    fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "request failed");
+        Self::with_problem(Problem::internal())
+    }
+
+    fn not_found(what: &str) -> Self {
+        Self::with_problem(Problem::new("not-found", "Not found", 404, format!("no such {what}")))
+    }
+
+    /// A validation error naming the field.
+    fn bad_request(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::with_problem(Problem::new("invalid-request", "Invalid request", 400, format!("{field}: {message}")))
+    }
+}
+
+/// Logs a problem whose status the operation does not declare, and answers 500 instead.
+pub fn undeclared(problem: &Problem) -> Problem {
+    tracing::error!(status = problem.status, detail = %problem.detail, "problem status not declared by the operation");
+    Problem::internal()
+}

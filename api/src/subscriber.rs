@@ -5,9 +5,13 @@ use levelup_common::{
     subscribers::{self, QUESTIONS},
     tokens::{Claims, Purpose},
 };
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, param::Path, payload::Json, types::ToJSON};
 
-use crate::{AppState, auth::AccessToken, problem::Problem};
+use crate::{
+    AppState,
+    auth::AccessToken,
+    problem::{Problem, WithProblem, undeclared},
+};
 
 #[derive(Tags)]
 enum SubscriberTags {
@@ -83,10 +87,23 @@ struct LevelView {
     history: Vec<LevelChangeView>,
 }
 
+/// Reads: 200, 401 for a bad token, 404.
 #[derive(ApiResponse)]
-enum Answer<T: poem_openapi::types::ToJSON + Send + Sync> {
+enum Shown<T: ToJSON + Send + Sync> {
     #[oai(status = 200)]
     Ok(Json<T>),
+    /// Missing, forged or expired token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+/// Writes: 201, 400 naming the field, 401 for a bad token, 404.
+#[derive(ApiResponse)]
+enum Recorded<T: ToJSON + Send + Sync> {
     #[oai(status = 201)]
     Created(Json<T>),
     #[oai(status = 400, content_type = "application/problem+json")]
@@ -100,16 +117,34 @@ enum Answer<T: poem_openapi::types::ToJSON + Send + Sync> {
     Internal(Json<Problem>),
 }
 
-fn internal<T: poem_openapi::types::ToJSON + Send + Sync>(err: impl std::fmt::Display) -> Answer<T> {
-    tracing::error!(error = %err, "subscriber request failed");
-    Answer::Internal(Json(Problem::internal()))
+impl<T: ToJSON + Send + Sync> WithProblem for Shown<T> {
+    fn with_problem(problem: Problem) -> Self {
+        match problem.status {
+            401 => Self::Unauthorized(Json(problem)),
+            404 => Self::NotFound(Json(problem)),
+            500 => Self::Internal(Json(problem)),
+            _ => Self::Internal(Json(undeclared(&problem))),
+        }
+    }
+}
+
+impl<T: ToJSON + Send + Sync> WithProblem for Recorded<T> {
+    fn with_problem(problem: Problem) -> Self {
+        match problem.status {
+            400 => Self::BadRequest(Json(problem)),
+            401 => Self::Unauthorized(Json(problem)),
+            404 => Self::NotFound(Json(problem)),
+            500 => Self::Internal(Json(problem)),
+            _ => Self::Internal(Json(undeclared(&problem))),
+        }
+    }
 }
 
 impl SubscriberApi {
-    fn claims<T: poem_openapi::types::ToJSON + Send + Sync>(&self, token: &AccessToken) -> Result<Claims, Answer<T>> {
-        self.state.verify(&token.0.key, Purpose::Access).map_err(|err| {
-            Answer::Unauthorized(Json(Problem::new("invalid-token", "Invalid link token", 401, err.to_string())))
-        })
+    fn claims<R: WithProblem>(&self, token: &AccessToken) -> Result<Claims, R> {
+        self.state
+            .verify(&token.0.key, Purpose::Access)
+            .map_err(|err| R::with_problem(Problem::new("invalid-token", "Invalid link token", 401, err.to_string())))
     }
 }
 
@@ -117,32 +152,32 @@ impl SubscriberApi {
 impl SubscriberApi {
     /// A challenge the subscriber was sent.
     #[oai(path = "/challenges/:id", method = "get")]
-    async fn get_challenge(&self, id: Path<i64>, token: AccessToken) -> Answer<Challenge> {
+    async fn get_challenge(&self, id: Path<i64>, token: AccessToken) -> Shown<Challenge> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
         };
         match subscribers::sent_challenge(&self.state.db, claims.subscriber_id, *id).await {
-            Ok(Some(c)) => Answer::Ok(Json(Challenge { id: c.id, level: c.level, title: c.title, body: c.body })),
-            Ok(None) => Answer::NotFound(Json(Problem::new(
+            Ok(Some(c)) => Shown::Ok(Json(Challenge { id: c.id, level: c.level, title: c.title, body: c.body })),
+            Ok(None) => Shown::NotFound(Json(Problem::new(
                 "challenge-not-found",
                 "No such challenge",
                 404,
                 "no challenge with this id was sent to you",
             ))),
-            Err(err) => internal(err),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
     /// Submit a challenge; passing enough challenges at a level moves the subscriber up.
     #[oai(path = "/challenges/:id/submissions", method = "post")]
-    async fn submit(&self, id: Path<i64>, token: AccessToken, body: Json<NewSubmission>) -> Answer<SubmissionResult> {
+    async fn submit(&self, id: Path<i64>, token: AccessToken, body: Json<NewSubmission>) -> Recorded<SubmissionResult> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
         };
         if body.answer.contains('\0') {
-            return Answer::BadRequest(Json(Problem::new(
+            return Recorded::BadRequest(Json(Problem::new(
                 "invalid-request",
                 "Invalid request",
                 400,
@@ -153,18 +188,18 @@ impl SubscriberApi {
         let challenge = match subscribers::sent_challenge(pool, claims.subscriber_id, *id).await {
             Ok(Some(c)) => c,
             Ok(None) => {
-                return Answer::NotFound(Json(Problem::new(
+                return Recorded::NotFound(Json(Problem::new(
                     "challenge-not-found",
                     "No such challenge",
                     404,
                     "no challenge with this id was sent to you",
                 )));
             }
-            Err(err) => return internal(err),
+            Err(err) => return WithProblem::internal(err),
         };
         let passes = self.state.config.promotion_passes;
         match subscribers::submit(pool, claims.subscriber_id, &challenge, &body.answer, body.passed, passes).await {
-            Ok(o) => Answer::Created(Json(SubmissionResult {
+            Ok(o) => Recorded::Created(Json(SubmissionResult {
                 submission_id: o.submission_id,
                 passed: o.passed,
                 level: o.level,
@@ -172,7 +207,7 @@ impl SubscriberApi {
                 passed_at_level: o.passed_at_level,
                 passes_to_next_level: (passes - o.passed_at_level).max(0),
             })),
-            Err(err) => internal(err),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
@@ -184,7 +219,7 @@ impl SubscriberApi {
 
     /// Answer the placement questionnaire: sets the subscriber's level (the seed's `POST /questionaire`).
     #[oai(path = "/questionnaire", method = "post")]
-    async fn answer_questionnaire(&self, token: AccessToken, body: Json<Questionnaire>) -> Answer<LevelView> {
+    async fn answer_questionnaire(&self, token: AccessToken, body: Json<Questionnaire>) -> Recorded<LevelView> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
@@ -192,30 +227,30 @@ impl SubscriberApi {
         let (score, level) = subscribers::placement_level(&body.answers);
         let answers = serde_json::json!(body.answers);
         if let Err(err) = subscribers::place(&self.state.db, claims.subscriber_id, &answers, score, level).await {
-            return internal(err);
+            return WithProblem::internal(err);
         }
         match self.level_view(claims.subscriber_id).await {
-            Ok(view) => Answer::Created(Json(view)),
-            Err(err) => internal(err),
+            Ok(view) => Recorded::Created(Json(view)),
+            Err(err) => WithProblem::internal(err),
         }
     }
 
     /// The subscriber's level, progress to the next level and level history.
     #[oai(path = "/level", method = "get")]
-    async fn level(&self, token: AccessToken) -> Answer<LevelView> {
+    async fn level(&self, token: AccessToken) -> Shown<LevelView> {
         let claims = match self.claims(&token) {
             Ok(c) => c,
             Err(e) => return e,
         };
         match self.level_view(claims.subscriber_id).await {
-            Ok(view) => Answer::Ok(Json(view)),
-            Err(sqlx::Error::RowNotFound) => Answer::Unauthorized(Json(Problem::new(
+            Ok(view) => Shown::Ok(Json(view)),
+            Err(sqlx::Error::RowNotFound) => Shown::Unauthorized(Json(Problem::new(
                 "invalid-token",
                 "Invalid link token",
                 401,
                 "this subscriber no longer exists",
             ))),
-            Err(err) => internal(err),
+            Err(err) => WithProblem::internal(err),
         }
     }
 }
