@@ -62,6 +62,9 @@ struct Outcome {
     outcome: String,
 }
 
+/// What a webhook's own 503 (not configured, certificate unavailable) asks the sender to wait.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 60;
+
 #[derive(ApiResponse)]
 enum WebhookReply {
     /// Accepted (applied, a duplicate, or ignored): the sender must not redeliver.
@@ -77,9 +80,9 @@ enum WebhookReply {
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
     /// Not configured, or a dependency (the SNS signing certificate) is unavailable; the sender
-    /// redelivers later. Also load shedding (with `Retry-After`).
+    /// redelivers later (`Retry-After`, seconds). Also load shedding.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 impl From<Problem> for WebhookReply {
@@ -87,7 +90,7 @@ impl From<Problem> for WebhookReply {
         match problem.status {
             400 => Self::BadRequest(Json(problem)),
             401 => Self::Unauthorized(Json(problem)),
-            503 => Self::Unavailable(Json(problem)),
+            503 => Self::Unavailable(Json(problem), UNAVAILABLE_RETRY_AFTER_SECS),
             _ => Self::Internal(Json(problem)),
         }
     }

@@ -89,3 +89,21 @@ async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
     assert_eq!(missing_id.status(), 400);
     api.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_a_secret_the_shopify_webhook_asks_to_be_redelivered_later() {
+    let env = TestEnv::new().await;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let body = json!({"id": 1, "email": "ada@example.com", "email_marketing_consent": {"state": "subscribed"}});
+    let response =
+        deliver_shopify_webhook(&client, &api.url("/v1/webhooks/shopify"), "w-1", "customers/create", &body, None)
+            .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let received: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM received_webhooks").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(received, 0, "nothing recorded: Shopify redelivers it");
+    api.stop().await.unwrap();
+}
