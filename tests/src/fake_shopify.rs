@@ -171,6 +171,13 @@ impl FakeShopify {
         self.state.customers.lock().unwrap().clone()
     }
 
+    /// Adds customers to the store (ids must be new).
+    pub fn add_customers(&self, more: Vec<FakeCustomer>) {
+        let mut customers = self.state.customers.lock().unwrap();
+        customers.extend(more);
+        customers.sort_by_key(|c| c.id);
+    }
+
     pub fn set_bulk_duration(&self, duration: Duration) {
         *self.state.bulk_duration.lock().unwrap() = duration;
     }

@@ -525,3 +525,59 @@ async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
     assert!(page.contains("Shopify syncs") && page.contains("completed"), "{page}");
     api.stop().await.unwrap();
 }
+
+/// Benchmark (ignored by default): the same worker runs a bulk export of 20,000 customers, then
+/// of 200,000. Reports lines applied per second, and the worker's peak RSS during the large
+/// export as a ratio to its peak during the small one: a streamed result keeps it near 1.
+/// `scripts/test -p levelup-tests --test shopify_sync bulk_export -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run explicitly"]
+async fn bulk_export_memory_does_not_grow_with_the_result() {
+    let small = mixed_customers(1, 20_000);
+    let shopify = FakeShopify::start(small.clone(), CostModel::default()).await;
+    shopify.set_bulk_duration(Duration::from_millis(200));
+    let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
+    env.set("LEVELUP_SHOPIFY_BULK_THRESHOLD", "1000")
+        .set("LEVELUP_SHOPIFY_BULK_POLL_MS", "100")
+        .set("LEVELUP_SYNC_CLAIM_TIMEOUT_SECS", "60");
+    let pool = &env.db.pool;
+    let [worker, _scheduler] = fleet(&env);
+    let pid = worker.pid().as_raw();
+    let rss_kib = move || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().to_owned()))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let measure = |label: &'static str| async move {
+        let started = Instant::now();
+        let sync::Start::Started(sync) = sync::start(pool, "bench").await.unwrap() else {
+            panic!("no sync was running")
+        };
+        let mut peak = 0;
+        let done = loop {
+            peak = peak.max(rss_kib());
+            if let Some(done) = sync::get(pool, sync.id).await.unwrap().filter(|s| s.status != "running") {
+                break done;
+            }
+            assert!(started.elapsed() < Duration::from_secs(900), "bulk sync took too long");
+            tokio::time::sleep(Duration::from_millis(50)).await; // the RSS probe's sampling interval
+        };
+        assert_eq!((done.status.as_str(), done.mode.as_deref()), ("completed", Some("bulk")), "{done:?}");
+        let rate = done.lines_done as f64 / started.elapsed().as_secs_f64();
+        println!("{label}: {} lines, {rate:.0} lines/s, worker peak RSS {peak} KiB", done.lines_done);
+        peak
+    };
+    let small_peak = measure("20,000 customers").await;
+    assert!(active_from_shopify(pool).await == expected(&small));
+    shopify.add_customers(mixed_customers(20_001, 180_000));
+    let large_peak = measure("200,000 customers").await;
+    assert!(active_from_shopify(pool).await == expected(&shopify.customers()));
+    let ratio = large_peak as f64 / small_peak as f64;
+    println!("peak RSS, 10x larger result: x{ratio:.2}");
+    assert!(ratio < 2.0, "worker memory grew with the result: x{ratio:.2}");
+}
