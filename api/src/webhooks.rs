@@ -180,7 +180,7 @@ async fn shopify(
         Ok(v) => v,
         Err(err) => return Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}")).into(),
     };
-    match shopify_webhooks::apply_with_rules(&state.db, &state.shopify_rules(), &webhook_id, &topic, &payload).await {
+    match shopify_webhooks::apply(&state.db, &state.shopify_rules(), &webhook_id, &topic, &payload).await {
         Ok(applied) => {
             tracing::info!(webhook_id, topic, outcome = ?applied, "shopify webhook");
             outcome(match applied {

@@ -37,12 +37,8 @@ fn consent_state(value: &Value) -> Option<String> {
     value.pointer("/email_marketing_consent/state").and_then(Value::as_str).map(str::to_lowercase)
 }
 
-pub async fn apply(pool: &PgPool, webhook_id: &str, topic: &str, payload: &Value) -> sqlx::Result<WebhookOutcome> {
-    apply_with_rules(pool, &Rules::default(), webhook_id, topic, payload).await
-}
-
 /// Applies a webhook once (deduplicated by its id) through the same upsert path as the sync.
-pub async fn apply_with_rules(
+pub async fn apply(
     pool: &PgPool,
     rules: &Rules,
     webhook_id: &str,

@@ -168,6 +168,18 @@ pub async fn deliver_shopify_webhook(
         .unwrap()
 }
 
+/// The RFC 8058 one-click unsubscribe POST a mail client sends for `List-Unsubscribe-Post`.
+pub async fn one_click_unsubscribe(client: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    client
+        .post(url)
+        .query(&[("token", token)])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap()
+}
+
 fn init_test_logging() {
     let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
     levelup_common::telemetry::init(levelup_common::config::LogFormat::Human, &filter);

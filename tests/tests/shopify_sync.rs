@@ -10,7 +10,7 @@ use levelup_common::shopify::sync;
 use levelup_tests::{
     ADMIN_KEY, TestEnv, deliver_shopify_webhook,
     fake_shopify::{CostModel, FakeCustomer, FakeShopify, ShopifyFaults, mixed_customers},
-    fixtures,
+    fixtures, one_click_unsubscribe,
     processes::{ChildProcess, spawn_api},
     token_signer, wait_until,
 };
@@ -41,6 +41,12 @@ fn expected(customers: &[FakeCustomer]) -> BTreeMap<String, String> {
         .filter(|c| c.marketing_state == "SUBSCRIBED")
         .filter_map(|c| c.email.clone().map(|email| (c.gid(), email)))
         .collect()
+}
+
+/// `POST /v1/admin/jobs {"kind": "sync_subscribers"}` as the operator.
+async fn sync_job(client: &reqwest::Client, api: &levelup_tests::processes::ApiHandle) -> reqwest::Response {
+    let url = api.url("/v1/admin/jobs");
+    client.post(url).bearer_auth(ADMIN_KEY).json(&json!({ "kind": "sync_subscribers" })).send().await.unwrap()
 }
 
 async fn start_sync(client: &reqwest::Client, api: &levelup_tests::processes::ApiHandle) -> i64 {
@@ -293,14 +299,7 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     let token = token_signer()
         .issue(id, levelup_common::tokens::Purpose::Unsubscribe, chrono::Utc::now().timestamp() + 3600)
         .unwrap();
-    let response = client
-        .post(api.url("/unsubscribe"))
-        .query(&[("token", &token)])
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
+    let response = one_click_unsubscribe(&client, &api.url("/unsubscribe"), &token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
     // The store hears of it through a write-back job.
@@ -480,13 +479,7 @@ async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
     let bare = TestEnv::new().await;
     let api = spawn_api(bare.config());
     let client = reqwest::Client::new();
-    let refused = client
-        .post(api.url("/v1/admin/jobs"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({ "kind": "sync_subscribers" }))
-        .send()
-        .await
-        .unwrap();
+    let refused = sync_job(&client, &api).await;
     assert_eq!(refused.status(), 409);
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
     assert!(refused.text().await.unwrap().contains("LEVELUP_SHOPIFY_SHOP"));
@@ -498,13 +491,7 @@ async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
     let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     let _fleet = fleet(&env);
     let api = spawn_api(env.config());
-    let created = client
-        .post(api.url("/v1/admin/jobs"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({ "kind": "sync_subscribers" }))
-        .send()
-        .await
-        .unwrap();
+    let created = sync_job(&client, &api).await;
     assert_eq!(created.status(), 201);
     let job: Value = created.json().await.unwrap();
     assert_eq!(job["kind"], "sync_subscribers");

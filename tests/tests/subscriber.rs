@@ -227,14 +227,7 @@ async fn unsubscribe_get_confirms_and_one_click_post_unsubscribes() {
     let wrong =
         client.post(api.url("/unsubscribe")).query(&[("token", token(id, Purpose::Access))]).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
-    let one_click = client
-        .post(api.url("/unsubscribe"))
-        .query(&[("token", &unsub)])
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
+    let one_click = levelup_tests::one_click_unsubscribe(&client, &api.url("/unsubscribe"), &unsub).await;
     assert_eq!(one_click.status(), 200);
     assert_eq!(status().await, "unsubscribed");
     let suppressed: i64 = sqlx::query_scalar(

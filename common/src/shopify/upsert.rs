@@ -35,18 +35,6 @@ pub enum Upserted {
     Skipped,
 }
 
-impl Upserted {
-    pub fn label(self) -> &'static str {
-        match self {
-            Upserted::Created => "created",
-            Upserted::Reactivated => "reactivated",
-            Upserted::Unsubscribed => "unsubscribed",
-            Upserted::Unchanged => "unchanged",
-            Upserted::Skipped => "skipped",
-        }
-    }
-}
-
 /// Which consenting customers are subscribers.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
