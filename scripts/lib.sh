@@ -36,6 +36,16 @@ install_packages() {
   fi
 }
 
+# Where `cargo build` (dev profile) puts the binaries: honours CARGO_TARGET_DIR, build.target-dir
+# in .cargo/config.toml and the like, by asking cargo itself.
+cargo_bin_dir() {
+  local target
+  target="$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')" || true
+  [[ -n "$target" ]] || die "could not ask cargo for its target directory (cargo metadata)"
+  echo "$target/debug"
+}
+
 wait_until() {
   # wait_until SECONDS DESCRIPTION COMMAND...
   local deadline=$((SECONDS + $1)) what="$2"; shift 2

@@ -38,8 +38,11 @@ struct RunView {
     triggered_by: String,
     /// Ledger rows written by the fan-out (one per subscriber).
     total: i64,
-    /// Email jobs pushed to the queue.
+    /// Distinct deliveries whose email job has been pushed to the queue at least once.
     enqueued: i64,
+    /// Every push of an email job: first pushes, plus retries (transient error, open breaker,
+    /// throttling) and re-pushes of jobs lost from the queue. Not a count of emails.
+    pushes: i64,
     queued: i64,
     sending: i64,
     sent: i64,
@@ -68,6 +71,7 @@ impl RunView {
             triggered_by: run.triggered_by,
             total: run.total,
             enqueued: run.enqueued,
+            pushes: run.pushes,
             queued: progress.queued,
             sending: progress.sending,
             sent: progress.sent,

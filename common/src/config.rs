@@ -163,8 +163,20 @@ impl Config {
             .string("LEVELUP_SCHEDULE_TIMEZONE", "UTC")
             .parse::<chrono_tz::Tz>()
             .map_err(|err| env.error("LEVELUP_SCHEDULE_TIMEZONE", format!("not an IANA time zone: {err}")))?;
-        let public_base_url = url::Url::parse(&env.string("LEVELUP_PUBLIC_BASE_URL", "http://localhost:8080"))
+        let mut public_base_url = url::Url::parse(&env.string("LEVELUP_PUBLIC_BASE_URL", "http://localhost:8080"))
             .map_err(|err| env.error("LEVELUP_PUBLIC_BASE_URL", format!("not an absolute URL: {err}")))?;
+        if public_base_url.cannot_be_a_base()
+            || public_base_url.query().is_some()
+            || public_base_url.fragment().is_some()
+        {
+            return Err(env.error("LEVELUP_PUBLIC_BASE_URL", "must be an http(s) URL without query or fragment".into()));
+        }
+        // Links are joined onto the base: `http://host/levelup` means the directory `/levelup/`,
+        // not a file `levelup` in `/` (which `Url::join` would drop).
+        if !public_base_url.path().ends_with('/') {
+            let path = format!("{}/", public_base_url.path());
+            public_base_url.set_path(&path);
+        }
         let redis_namespace = env.string("LEVELUP_REDIS_NAMESPACE", "levelup");
         if redis_namespace.is_empty() || redis_namespace.contains(char::is_whitespace) {
             return Err(env.error("LEVELUP_REDIS_NAMESPACE", "must be non-empty without spaces".into()));
@@ -175,7 +187,7 @@ impl Config {
                 .error("LEVELUP_SYNC_CRON", format!("not a cron expression (sec min hour day month weekday): {err}")));
         }
         let shopify = env.shopify()?;
-        Ok(Self {
+        let config = Self {
             shopify,
             sync: SyncConfig {
                 cron: sync_cron,
@@ -215,7 +227,7 @@ impl Config {
             queue_window: env.parse("LEVELUP_QUEUE_WINDOW", 2000, |v: &i64| (1..=7000).contains(v))?,
             fanout_page_size: env.parse("LEVELUP_FANOUT_PAGE_SIZE", 1000, |v: &i64| (1..=10_000).contains(v))?,
             scheduler_tick: Duration::from_millis(env.parse("LEVELUP_SCHEDULER_TICK_MS", 1000, positive)?),
-            repush_after: Duration::from_secs(env.parse("LEVELUP_REPUSH_AFTER_SECS", 900, positive)?),
+            repush_after: Duration::from_secs(env.parse("LEVELUP_REPUSH_AFTER_SECS", 60, positive)?),
             ses_max_send_rate: Some(
                 env.parse("LEVELUP_SES_MAX_SEND_RATE", 14.0, |v: &f64| *v >= 0.0 && v.is_finite())?,
             )
@@ -246,7 +258,19 @@ impl Config {
                 cool_down: Duration::from_millis(env.parse("LEVELUP_BREAKER_COOLDOWN_MS", 10_000, positive)?),
                 probes: env.parse("LEVELUP_BREAKER_PROBES", 1, positive)?,
             },
-        })
+        };
+        // A claim must outlive the send it covers, or a slow send is re-claimed and duplicated.
+        if config.claim_timeout <= config.ses.timeout {
+            return Err(env.error(
+                "LEVELUP_CLAIM_TIMEOUT_SECS",
+                format!(
+                    "must exceed LEVELUP_SES_TIMEOUT_MS ({} ms), got {} s",
+                    config.ses.timeout.as_millis(),
+                    config.claim_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(config)
     }
 
     pub fn admin_api_key_matches(&self, presented: &str) -> bool {
@@ -440,6 +464,33 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn a_public_base_url_with_a_path_keeps_it_in_every_link() {
+        use crate::mail::render::{EmailBody, Links};
+        for base in ["http://host/levelup", "http://host/levelup/"] {
+            let cfg = config(&[("LEVELUP_PUBLIC_BASE_URL", base)]).unwrap();
+            let links = Links::new(&cfg.public_base_url, &EmailBody::QuestionnaireInvite, "A", "U");
+            assert_eq!(links.primary.as_str(), "http://host/levelup/questionnaire?token=A");
+            assert_eq!(links.progress.as_str(), "http://host/levelup/level?token=A");
+            assert_eq!(links.unsubscribe.as_str(), "http://host/levelup/unsubscribe?token=U");
+        }
+        let root = config(&[("LEVELUP_PUBLIC_BASE_URL", "https://levelup.example")]).unwrap();
+        assert_eq!(root.public_base_url.as_str(), "https://levelup.example/");
+        for bad in ["mailto:x@y.example", "http://host/?a=1", "http://host/#top"] {
+            assert_eq!(config(&[("LEVELUP_PUBLIC_BASE_URL", bad)]).unwrap_err().var, "LEVELUP_PUBLIC_BASE_URL");
+        }
+    }
+
+    #[test]
+    fn a_claim_timeout_shorter_than_the_ses_timeout_is_refused() {
+        let err = config(&[("LEVELUP_CLAIM_TIMEOUT_SECS", "5"), ("LEVELUP_SES_TIMEOUT_MS", "60000")]).unwrap_err();
+        assert_eq!(err.var, "LEVELUP_CLAIM_TIMEOUT_SECS");
+        assert!(err.to_string().contains("LEVELUP_SES_TIMEOUT_MS"), "{err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+        assert_eq!(config(&[("LEVELUP_CLAIM_TIMEOUT_SECS", "10")]).unwrap_err().var, "LEVELUP_CLAIM_TIMEOUT_SECS");
+        assert!(config(&[("LEVELUP_CLAIM_TIMEOUT_SECS", "11")]).is_ok());
     }
 
     #[test]

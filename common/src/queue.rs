@@ -70,3 +70,99 @@ pub struct QueueDepth {
     pub scheduled: u64,
     pub inflight: u64,
 }
+
+/// Which of `task_ids` still exist in the queue (waiting, scheduled, in flight, or finished and
+/// not yet swept). A pushed job that does not exist was lost (a Redis restart without
+/// persistence, a crash between recording a push and making it) or ran without effect.
+pub async fn jobs_exist(
+    queue: &QueueConfig,
+    conn: &mut ConnectionManager,
+    task_ids: &[String],
+) -> redis::RedisResult<Vec<bool>> {
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let data = queue.job_data_hash();
+    let mut pipe = redis::pipe();
+    for id in task_ids {
+        pipe.hexists(&data, id);
+    }
+    pipe.query_async(conn).await
+}
+
+/// Finished jobs leave three things behind in apalis-redis 1.0 (their data, their `meta:<id>`
+/// hash and an entry in the `done` or `dead` set), with no expiry. Removes up to `max` of them
+/// per set in one atomic script; safe to run from any number of processes at any time, since a
+/// job in `done`/`dead` is never fetched again.
+const SWEEP_FINISHED: &str = r#"
+local removed = 0
+for s = 1, 2 do
+  local ids = redis.call('SPOP', KEYS[s], tonumber(ARGV[2]))
+  for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('DEL', ARGV[1] .. ':' .. id)
+    removed = removed + 1
+  end
+end
+return removed
+"#;
+
+/// Removes finished jobs (see [`SWEEP_FINISHED`]) until none is left; returns how many.
+pub async fn sweep_finished(queue: &QueueConfig, conn: &mut ConnectionManager) -> redis::RedisResult<u64> {
+    const BATCH: u64 = 2_000;
+    let script = redis::Script::new(SWEEP_FINISHED);
+    let mut total = 0;
+    loop {
+        let removed: u64 = script
+            .key(queue.done_jobs_set())
+            .key(queue.dead_jobs_set())
+            .key(queue.job_data_hash())
+            .arg(queue.job_meta_hash())
+            .arg(BATCH)
+            .invoke_async(conn)
+            .await?;
+        total += removed;
+        if removed < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// apalis-redis keeps a `workers:metadata:<name>` hash for every worker process that ever ran,
+/// and worker names are unique per process. Deletes those of workers that are no longer
+/// registered (apalis removes a dead worker from the workers set when it re-enqueues its jobs).
+pub async fn sweep_departed_workers(queue: &QueueConfig, conn: &mut ConnectionManager) -> redis::RedisResult<u64> {
+    let prefix = format!("{}:workers:metadata:", queue.queue.as_ref());
+    let pattern = format!("{}*", escape_glob(&prefix));
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(conn).await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut removed = 0;
+    for key in keys {
+        let name = &key[prefix.len()..];
+        let registered: Option<f64> = redis::cmd("ZSCORE").arg(queue.workers_set()).arg(name).query_async(conn).await?;
+        if registered.is_none() {
+            removed += redis::cmd("DEL").arg(&key).query_async::<u64>(conn).await?;
+        }
+    }
+    Ok(removed)
+}
+
+fn escape_glob(literal: &str) -> String {
+    let mut escaped = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

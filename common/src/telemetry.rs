@@ -15,7 +15,11 @@ pub fn init(format: LogFormat, filter: &str) {
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
             .try_init(),
-        LogFormat::Human => registry.with(fmt::layer().with_target(false)).try_init(),
+        // Colour only for a person at a terminal: files, pipes and log collectors get plain text.
+        LogFormat::Human => {
+            use std::io::IsTerminal;
+            registry.with(fmt::layer().with_target(false).with_ansi(std::io::stdout().is_terminal())).try_init()
+        }
     };
 }
 

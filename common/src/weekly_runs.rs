@@ -20,6 +20,7 @@ pub struct WeeklyRun {
     pub status: String,
     pub total: i64,
     pub enqueued: i64,
+    pub pushes: i64,
     pub resume_after_id: i64,
     pub lease_owner: Option<String>,
     pub triggered_by: String,
@@ -210,35 +211,66 @@ pub async fn outstanding(pool: &PgPool, week: &str) -> sqlx::Result<i64> {
     .await
 }
 
-/// Queued rows due for (another) attempt and not in the queue, oldest due first.
-pub async fn due(pool: &PgPool, week: &str, limit: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "SELECT id FROM deliveries
-         WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL AND next_attempt_at <= now()
-         ORDER BY next_attempt_at, id LIMIT $2",
+/// One push of a delivery's job: the job's queue id is derived from the push number, so the
+/// scheduler can ask the queue whether exactly this push is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct Push {
+    pub delivery_id: i64,
+    /// 1 for the first push of the delivery, then 2, 3, … (retries, re-pushes of lost jobs).
+    pub number: i32,
+}
+
+impl Push {
+    /// The apalis task id of this push (a string id, never parsed as a number or ULID).
+    pub fn task_id(&self) -> String {
+        format!("delivery-{}-{}", self.delivery_id, self.number)
+    }
+}
+
+/// Records the pushes of up to `limit` queued rows due for (another) attempt and not in the queue,
+/// oldest due first, *before* their jobs are pushed: a worker can only see a job whose push is
+/// already recorded, so a worker giving the row back (which clears `pushed_at`) can never be
+/// overwritten by a late record (issue 10: rows left `queued` with no job for 15 minutes).
+/// A crash between this and the push leaves rows marked pushed with no job; the safety net
+/// ([`pushed_but_maybe_lost`]) finds them. `None`: the lease was lost (fencing).
+pub async fn reserve_due(pool: &PgPool, week: &str, owner: &str, limit: i64) -> sqlx::Result<Option<Vec<Push>>> {
+    let mut tx = pool.begin().await?;
+    if !lock_if_leased(&mut tx, week, owner).await? {
+        return Ok(None);
+    }
+    let pushes: Vec<Push> = sqlx::query_as(
+        "UPDATE deliveries SET pushed_at = now(), pushes = pushes + 1
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at, id LIMIT $2
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id AS delivery_id, pushes AS number",
     )
     .bind(week)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    count_pushes(&mut tx, week, &pushes).await?;
+    tx.commit().await?;
+    Ok(Some(pushes))
 }
 
-/// Rows whose job may have been lost, pushed again (a duplicate job is a no-op):
-/// `queued` rows pushed longer ago than `repush_after` (e.g. a Redis restart without
-/// persistence), and `sending` rows whose claim timed out (their worker died).
-pub async fn stale(
+/// Pushed rows whose job may have been lost, with the push that should hold them: `queued` rows
+/// pushed longer ago than `repush_after`, and `sending` rows whose claim timed out (their worker
+/// died). The caller asks the queue which of these pushes still exist and re-pushes only the
+/// others ([`reserve_repush`]), so a job still waiting in the queue is never duplicated.
+pub async fn pushed_but_maybe_lost(
     pool: &PgPool,
     week: &str,
     repush_after: Duration,
     claim_timeout: Duration,
     limit: i64,
-) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "SELECT id FROM deliveries
-         WHERE week = $1 AND (
+) -> sqlx::Result<Vec<Push>> {
+    sqlx::query_as(
+        "SELECT id AS delivery_id, pushes AS number FROM deliveries
+         WHERE week = $1 AND pushed_at IS NOT NULL AND (
                (state = 'queued' AND pushed_at < now() - make_interval(secs => $2))
-            OR (state = 'sending' AND claimed_at < now() - make_interval(secs => $3)
-                AND pushed_at < now() - make_interval(secs => $3)))
+            OR (state = 'sending' AND claimed_at < now() - make_interval(secs => $3)))
          ORDER BY pushed_at LIMIT $4",
     )
     .bind(week)
@@ -249,37 +281,56 @@ pub async fn stale(
     .await
 }
 
-/// Records that jobs for `ids` were pushed; counts first pushes in the run's `enqueued`.
-/// Fenced by the lease.
-pub async fn mark_pushed(pool: &PgPool, week: &str, owner: &str, ids: &[i64]) -> sqlx::Result<bool> {
+/// Records a new push for each of `lost` (pushes whose job is gone from the queue), unless the row
+/// moved on meanwhile (finished, given back, or pushed again). Fenced by the lease.
+pub async fn reserve_repush(pool: &PgPool, week: &str, owner: &str, lost: &[Push]) -> sqlx::Result<Option<Vec<Push>>> {
     let mut tx = pool.begin().await?;
+    if !lock_if_leased(&mut tx, week, owner).await? {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = lost.iter().map(|p| p.delivery_id).collect();
+    let numbers: Vec<i32> = lost.iter().map(|p| p.number).collect();
+    let pushes: Vec<Push> = sqlx::query_as(
+        "UPDATE deliveries d SET pushed_at = now(), pushes = d.pushes + 1
+         FROM unnest($2::bigint[], $3::int[]) AS lost(id, number)
+         WHERE d.id = lost.id AND d.pushes = lost.number AND d.week = $1
+           AND d.state IN ('queued', 'sending') AND d.pushed_at IS NOT NULL
+         RETURNING d.id AS delivery_id, d.pushes AS number",
+    )
+    .bind(week)
+    .bind(&ids)
+    .bind(&numbers)
+    .fetch_all(&mut *tx)
+    .await?;
+    count_pushes(&mut tx, week, &pushes).await?;
+    tx.commit().await?;
+    Ok(Some(pushes))
+}
+
+/// Locks the run row if `owner` holds its lease.
+async fn lock_if_leased(tx: &mut sqlx::PgConnection, week: &str, owner: &str) -> sqlx::Result<bool> {
     let held: Option<String> =
         sqlx::query_scalar("SELECT week FROM weekly_runs WHERE week = $1 AND lease_owner = $2 FOR UPDATE")
             .bind(week)
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
-    if held.is_none() {
-        return Ok(false);
+    Ok(held.is_some())
+}
+
+/// `enqueued` counts deliveries pushed at least once (their first push), `pushes` every push.
+async fn count_pushes(tx: &mut sqlx::PgConnection, week: &str, pushes: &[Push]) -> sqlx::Result<()> {
+    if pushes.is_empty() {
+        return Ok(());
     }
-    let first_pushes: i64 = sqlx::query_scalar(
-        "WITH updated AS (
-             UPDATE deliveries d SET pushed_at = now()
-             FROM (SELECT id, pushed_at IS NULL AS first FROM deliveries WHERE id = ANY($1) FOR UPDATE) old
-             WHERE d.id = old.id
-             RETURNING old.first
-         ) SELECT count(*) FILTER (WHERE first) FROM updated",
-    )
-    .bind(ids)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE weekly_runs SET enqueued = enqueued + $2 WHERE week = $1")
+    let first = pushes.iter().filter(|p| p.number == 1).count() as i64;
+    sqlx::query("UPDATE weekly_runs SET enqueued = enqueued + $2, pushes = pushes + $3 WHERE week = $1")
         .bind(week)
-        .bind(first_pushes)
+        .bind(first)
+        .bind(pushes.len() as i64)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Completes the run when the fan-out is done and no delivery is queued or sending.

@@ -16,7 +16,7 @@
 use std::str::FromStr;
 
 use anyhow::Context;
-use apalis::prelude::TaskSink;
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use chrono::{DateTime, Utc};
 use levelup_common::{
     Config, db,
@@ -24,16 +24,21 @@ use levelup_common::{
     jobs::{SendChallengeEmail, ShopifyJob},
     queue, redis_conn, shopify,
     shutdown::CancellationToken,
-    weekly_runs::{self, FanOutPage},
+    weekly_runs::{self, FanOutPage, Push},
 };
 use sqlx::PgPool;
 
 type EmailStorage = apalis_redis::RedisStorage<SendChallengeEmail>;
 
+/// How often departed workers' metadata is looked for (a SCAN of the keyspace).
+const WORKER_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Scheduler {
     pool: PgPool,
     storage: EmailStorage,
     sync_storage: apalis_redis::RedisStorage<ShopifyJob>,
+    redis: apalis_redis::ConnectionManager,
+    last_worker_sweep: Option<std::time::Instant>,
     config: Config,
     schedule: cron::Schedule,
     sync_schedule: cron::Schedule,
@@ -78,7 +83,9 @@ impl Scheduler {
         Ok(Self {
             pool,
             storage: queue::email_storage(&config, redis.clone()),
-            sync_storage: queue::sync_storage(&config, redis),
+            sync_storage: queue::sync_storage(&config, redis.clone()),
+            redis,
+            last_worker_sweep: None,
             sync_schedule,
             owner: format!("scheduler-{}", config.worker_name),
             schedule,
@@ -89,6 +96,9 @@ impl Scheduler {
     pub async fn tick(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         self.create_due_run().await?;
         levelup_common::idempotency_keys::delete_expired(&self.pool).await?;
+        if let Err(err) = self.sweep_queues().await {
+            tracing::warn!(error = %format!("{err:#}"), "queue sweep failed");
+        }
         if self.config.shopify.is_some()
             && let Err(err) = self.shopify_tick().await
         {
@@ -154,29 +164,77 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Tops the queue up to the window: rows due for an attempt first, then rows whose job may
-    /// have been lost.
+    /// Tops the queue up to the window: rows due for an attempt first, then pushed rows whose job
+    /// is gone from the queue. Each push is recorded (fenced by the lease) before it is made.
     async fn feed(&mut self, week: &str) -> anyhow::Result<()> {
         let outstanding = weekly_runs::outstanding(&self.pool, week).await?;
         let free = self.config.queue_window - outstanding;
-        let mut ids = if free > 0 { weekly_runs::due(&self.pool, week, free).await? } else { Vec::new() };
-        let room_for_stale = (self.config.queue_window - ids.len() as i64).clamp(0, 500);
-        if room_for_stale > 0 {
-            let (repush_after, claim_timeout) = (self.config.repush_after, self.config.claim_timeout);
-            ids.extend(weekly_runs::stale(&self.pool, week, repush_after, claim_timeout, room_for_stale).await?);
-        }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        // Push first, then record: a crash in between re-pushes, and a duplicate job is a no-op.
-        for chunk in ids.chunks(500) {
-            let jobs = chunk.iter().map(|&delivery_id| SendChallengeEmail { delivery_id }).collect();
-            self.storage.push_bulk(jobs).await.map_err(|e| anyhow::anyhow!("pushing email jobs: {e}"))?;
-            if !weekly_runs::mark_pushed(&self.pool, week, &self.owner, chunk).await? {
+        let mut pushes = Vec::new();
+        if free > 0 {
+            let Some(due) = weekly_runs::reserve_due(&self.pool, week, &self.owner, free).await? else {
                 anyhow::bail!("lease on {week} lost while feeding");
+            };
+            pushes = due;
+        }
+        let room = (self.config.queue_window - pushes.len() as i64).clamp(0, 500);
+        if room > 0 {
+            let lost = self.lost_pushes(week, room).await?;
+            if !lost.is_empty() {
+                let Some(again) = weekly_runs::reserve_repush(&self.pool, week, &self.owner, &lost).await? else {
+                    anyhow::bail!("lease on {week} lost while feeding");
+                };
+                tracing::info!(week, repushed = again.len(), "pushing again jobs missing from the queue");
+                pushes.extend(again);
             }
         }
-        tracing::debug!(week, pushed = ids.len(), outstanding, "fed the email queue");
+        if pushes.is_empty() {
+            return Ok(());
+        }
+        for chunk in pushes.chunks(500) {
+            let tasks = chunk.iter().map(|push| {
+                TaskBuilder::new(SendChallengeEmail { delivery_id: push.delivery_id })
+                    .task_id(TaskId::from_string(push.task_id()))
+                    .build()
+            });
+            // A failed push leaves its rows recorded as pushed with no job: the safety net
+            // (`lost_pushes`) pushes them again after `LEVELUP_REPUSH_AFTER_SECS`.
+            self.storage
+                .push_all(futures::stream::iter(tasks))
+                .await
+                .map_err(|e| anyhow::anyhow!("pushing email jobs: {e}"))?;
+        }
+        tracing::debug!(week, pushed = pushes.len(), outstanding, "fed the email queue");
+        Ok(())
+    }
+
+    /// Pushed rows, unfinished for a while, whose job no longer exists in the queue.
+    async fn lost_pushes(&mut self, week: &str, limit: i64) -> anyhow::Result<Vec<Push>> {
+        let (repush_after, claim_timeout) = (self.config.repush_after, self.config.claim_timeout);
+        let candidates =
+            weekly_runs::pushed_but_maybe_lost(&self.pool, week, repush_after, claim_timeout, limit).await?;
+        let task_ids: Vec<String> = candidates.iter().map(Push::task_id).collect();
+        let exist = queue::jobs_exist(&queue::email_queue_config(&self.config), &mut self.redis, &task_ids)
+            .await
+            .context("checking pushed jobs in the queue")?;
+        Ok(candidates.into_iter().zip(exist).filter(|(_, exists)| !exists).map(|(push, _)| push).collect())
+    }
+
+    /// Removes what finished jobs leave in Redis (see `queue::sweep_finished`), every tick, and
+    /// the metadata of departed worker processes, once a minute.
+    async fn sweep_queues(&mut self) -> anyhow::Result<()> {
+        let queues = [queue::email_queue_config(&self.config), queue::sync_queue_config(&self.config)];
+        for config in &queues {
+            let swept = queue::sweep_finished(config, &mut self.redis).await.context("sweeping finished jobs")?;
+            if swept > 0 {
+                tracing::debug!(queue = config.queue.as_ref(), swept, "removed finished jobs from Redis");
+            }
+        }
+        if self.last_worker_sweep.is_none_or(|at| at.elapsed() >= WORKER_SWEEP_INTERVAL) {
+            self.last_worker_sweep = Some(std::time::Instant::now());
+            for config in &queues {
+                queue::sweep_departed_workers(config, &mut self.redis).await.context("sweeping departed workers")?;
+            }
+        }
         Ok(())
     }
 

@@ -10,10 +10,15 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use redis::{Script, aio::ConnectionManager};
 
+/// How long granted slots stay in the grants log: the fleet's recent sends, for operators (its
+/// current rate) and for checking the limiter's own bound.
+pub const GRANTS_KEPT: Duration = Duration::from_secs(120);
+
 #[derive(Clone)]
 pub struct FleetRateLimiter {
     key: String,
     penalty_key: String,
+    grants_key: String,
     /// Requests per second for the whole fleet; `None` = unlimited.
     rate: Option<f64>,
     penalty: Duration,
@@ -29,7 +34,8 @@ pub enum Reservation {
     TooFar { retry_after: Duration },
 }
 
-// KEYS[1] theoretical arrival time (ms), KEYS[2] penalty flag. ARGV: interval ms, max wait ms.
+// KEYS[1] theoretical arrival time (ms), KEYS[2] penalty flag, KEYS[3] the grants log (a sorted
+// set of granted slot times, kept for GRANTS_KEPT_MS). ARGV: interval ms, max wait ms, kept ms.
 // Returns {granted 1/0, wait ms}.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -41,6 +47,11 @@ if tat < now then tat = now end
 local wait = tat - now
 if wait > tonumber(ARGV[2]) then return {0, math.ceil(wait)} end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval + 60000))
+-- Slots only grow (each is at least one interval after the last), so the slot names its entry.
+local kept = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[3], tat, string.format('%.3f', tat))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - kept))
+redis.call('PEXPIRE', KEYS[3], math.ceil(wait + kept))
 return {1, math.ceil(wait)}
 "#;
 
@@ -54,6 +65,7 @@ impl FleetRateLimiter {
         Self {
             key: format!("{namespace}:ratelimit:{name}"),
             penalty_key: format!("{namespace}:ratelimit:{name}:penalty"),
+            grants_key: format!("{namespace}:ratelimit:{name}:grants"),
             rate,
             penalty,
             local,
@@ -73,8 +85,10 @@ impl FleetRateLimiter {
         let (granted, wait_ms): (i64, i64) = Script::new(SCRIPT)
             .key(&self.key)
             .key(&self.penalty_key)
+            .key(&self.grants_key)
             .arg(interval_ms)
             .arg(max_wait.as_millis() as u64)
+            .arg(GRANTS_KEPT.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         let wait = Duration::from_millis(wait_ms.max(0) as u64);
@@ -85,6 +99,15 @@ impl FleetRateLimiter {
             tokio::time::sleep(wait).await;
         }
         Ok(Reservation::Granted)
+    }
+
+    /// The slots granted to the whole fleet in the last [`GRANTS_KEPT`] (and those reserved ahead),
+    /// in milliseconds on Redis's clock, oldest first. Empty when the rate is unlimited.
+    pub async fn recent_grants(&self) -> redis::RedisResult<Vec<f64>> {
+        let mut conn = self.conn.clone();
+        let grants: Vec<(String, f64)> =
+            redis::cmd("ZRANGE").arg(&self.grants_key).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut conn).await?;
+        Ok(grants.into_iter().map(|(_, slot)| slot).collect())
     }
 
     /// The dependency said we are too fast: halve the rate for the penalty period.
