@@ -155,7 +155,8 @@ async fn four_workers_share_a_fleet_wide_rate_of_fifty_per_second() {
     let slots: Vec<f64> = slots_ms.iter().map(|ms| ms / 1000.0).collect();
     let min_gap = slots.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
     assert!(min_gap >= 0.02 - 1e-6, "slots at least 1/50 s apart: smallest gap {min_gap} s");
-    let busiest_granted = busiest_window(&slots, 1.0 - 1e-6);
+    // Slots are kept to the microsecond: allow that much rounding per gap.
+    let busiest_granted = busiest_window(&slots, 1.0 - 1e-4);
     assert!(busiest_granted <= 50, "no one-second window of granted slots above 50: {busiest_granted}");
 
     // What SES saw: each send leaves at its slot plus a delay (the worker waking, the HTTP call)

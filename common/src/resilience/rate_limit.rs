@@ -46,7 +46,9 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - now
 if wait > tonumber(ARGV[2]) then return {0, math.ceil(wait)} end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(wait + interval + 60000))
+-- Kept to the microsecond: Lua's tostring keeps 14 digits, i.e. 0.1 ms of a time in ms, which let
+-- two slots come 19.95 ms apart at 50/s.
+redis.call('SET', KEYS[1], string.format('%.3f', tat + interval), 'PX', math.ceil(wait + interval + 60000))
 -- Slots only grow (each is at least one interval after the last), so the slot names its entry.
 local kept = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[3], tat, string.format('%.3f', tat))
