@@ -238,12 +238,14 @@ pub async fn reserve_due(pool: &PgPool, week: &str, owner: &str, limit: i64) -> 
     if !lock_if_leased(&mut tx, week, owner).await? {
         return Ok(None);
     }
+    // `= ANY(ARRAY(…))`, not `IN (…)`: the planner hash-joins an `IN` subquery against a scan of
+    // the whole table (170 ms per tick at 200k rows), while an array is looked up by primary key.
     let pushes: Vec<Push> = sqlx::query_as(
         "UPDATE deliveries SET pushed_at = now(), pushes = pushes + 1
-         WHERE id IN (SELECT id FROM deliveries
-                      WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL AND next_attempt_at <= now()
-                      ORDER BY next_attempt_at, id LIMIT $2
-                      FOR UPDATE SKIP LOCKED)
+         WHERE id = ANY(ARRAY(SELECT id FROM deliveries
+                              WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL AND next_attempt_at <= now()
+                              ORDER BY next_attempt_at, id LIMIT $2
+                              FOR UPDATE SKIP LOCKED))
          RETURNING id AS delivery_id, pushes AS number",
     )
     .bind(week)
