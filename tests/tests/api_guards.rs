@@ -305,3 +305,73 @@ async fn webhooks_are_rate_limited_by_address() {
     assert_eq!(statuses, vec![503, 503, 429], "unconfigured (503) twice, then limited");
     api.stop().await.unwrap();
 }
+
+/// Authentication comes before the Idempotency-Key: anonymous or forged requests get their 401
+/// and write nothing, even with a key a verified client has used.
+#[tokio::test]
+async fn idempotency_keys_are_only_stored_for_verified_clients() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_RATE_PER_SECOND", "100000").set("LEVELUP_API_BURST", "100000");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    for n in 0..50 {
+        let forged = client
+            .post(api.url("/v1/questionnaire"))
+            .query(&[("token", format!("v1.t1.junk{n}.sig"))])
+            .header("Idempotency-Key", format!("junk-{n}"))
+            .json(&json!({"answers": [true, true, true, true, true, true]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401);
+    }
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM idempotency_keys").fetch_one(&env.db.pool).await.unwrap()
+    };
+    assert_eq!(stored().await, 0, "no row for an unverified request");
+
+    let trigger = |auth: Option<&str>| {
+        let mut request =
+            client.post(api.url("/v1/admin/runs")).header("Idempotency-Key", "k-1").json(&json!({"week": "2026-W47"}));
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    assert_eq!(trigger(Some(ADMIN_KEY)).await.unwrap().status(), 201);
+    assert_eq!(stored().await, 1);
+    let anonymous = trigger(None).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "not 422 or a replay: the key is not even looked at");
+    assert!(anonymous.headers().get("idempotent-replayed").is_none());
+    assert_eq!(trigger(Some("wrong-key-0123456789")).await.unwrap().status(), 401);
+    assert_eq!(trigger(Some(ADMIN_KEY)).await.unwrap().headers()["idempotent-replayed"], "true");
+    api.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
+    let env = TestEnv::new().await;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let post = |key: reqwest::header::HeaderValue| {
+        client
+            .post(api.url("/v1/admin/runs"))
+            .bearer_auth(ADMIN_KEY)
+            .header("Idempotency-Key", key)
+            .json(&json!({"week": "2026-W47"}))
+            .send()
+    };
+    for key in [
+        reqwest::header::HeaderValue::from_bytes("clé-ключ".as_bytes()).unwrap(),
+        reqwest::header::HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+    ] {
+        let response = post(key).await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["type"],
+            "https://levelup.dev/problems/invalid-idempotency-key"
+        );
+    }
+    assert!(weekly_runs::get(&env.db.pool, "2026-W47").await.unwrap().is_none(), "refused before running");
+    api.stop().await.unwrap();
+}

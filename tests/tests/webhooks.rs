@@ -2,8 +2,9 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
+use levelup_common::tokens::Purpose;
 use levelup_tests::{
-    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api,
+    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api, token_signer,
 };
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -194,5 +195,59 @@ async fn captured_deliveries_cannot_be_relabelled_or_replayed() {
     let refused = replay(&other_shop, "r-6", "shop/redact", SHOPIFY_SHOP_DOMAIN, now()).await.unwrap();
     assert_eq!(refused.status(), 400);
     assert_eq!(count().await, 2);
+    api.stop().await.unwrap();
+}
+
+/// After `customers/redact`, the subscriber's links (which live on in old emails) get the same
+/// answer from every operation: 401, never a 500.
+#[tokio::test]
+async fn a_redacted_subscribers_links_answer_401_everywhere() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SECRET).set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
+    let pool = &env.db.pool;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let url = api.url("/v1/webhooks/shopify");
+    let customer = json!({"id": 7001, "email": "ada@example.com", "email_marketing_consent": {"state": "subscribed"}});
+    deliver_shopify_webhook(&client, &url, "w-1", "customers/create", &customer, None).await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers").fetch_one(pool).await.unwrap();
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let access = token_signer().issue(id, Purpose::Access, expires).unwrap();
+    let unsubscribe = token_signer().issue(id, Purpose::Unsubscribe, expires).unwrap();
+    let redact = json!({"shop_id": 1, "shop_domain": SHOPIFY_SHOP_DOMAIN,
+        "customer": {"id": 7001, "email": "ada@example.com"}, "orders_to_redact": []});
+    let erased = deliver_shopify_webhook(&client, &url, "w-2", "customers/redact", &redact, None).await;
+    assert_eq!(erased.status(), 200);
+
+    let form = "application/x-www-form-urlencoded";
+    let requests = [
+        client.get(api.url("/v1/level")).query(&[("token", &access)]),
+        client
+            .post(api.url("/v1/questionnaire"))
+            .query(&[("token", &access)])
+            .json(&json!({"answers": [true, false, false, false, false, false]})),
+        client.get(api.url("/v1/challenges/1")).query(&[("token", &access)]),
+        client
+            .post(api.url("/v1/challenges/1/submissions"))
+            .query(&[("token", &access)])
+            .json(&json!({"answer": "x", "passed": true})),
+        client.get(api.url("/level")).query(&[("token", &access)]),
+        client.get(api.url("/questionnaire")).query(&[("token", &access)]),
+        client.post(api.url("/questionnaire")).header("content-type", form).body(format!("token={access}&q0=yes")),
+        client.get(api.url("/challenge/1")).query(&[("token", &access)]),
+        client.post(api.url("/challenge/1")).header("content-type", form).body(format!("token={access}&answer=x")),
+        client.get(api.url("/unsubscribe")).query(&[("token", &unsubscribe)]),
+        client
+            .post(api.url("/unsubscribe"))
+            .query(&[("token", &unsubscribe)])
+            .header("content-type", form)
+            .body("List-Unsubscribe=One-Click"),
+    ];
+    for request in requests {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url().path());
+        let response = client.execute(request).await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+    }
     api.stop().await.unwrap();
 }
