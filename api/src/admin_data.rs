@@ -322,6 +322,10 @@ impl AdminDataApi {
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
             return WithProblem::bad_request(field, "must not contain NUL characters");
         }
+        // The title becomes the email's subject: one line.
+        if levelup_common::domain::has_control_characters(&body.title) {
+            return WithProblem::bad_request("title", "must be one line, without control characters");
+        }
         match challenges::create(&self.state.db, body.level, body.position, &body.title, &body.body).await {
             Ok(c) => Saved::Created(Json(c.into())),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
@@ -359,6 +363,10 @@ impl AdminDataApi {
     ) -> Saved<ChallengeView> {
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
             return WithProblem::bad_request(field, "must not contain NUL characters");
+        }
+        // The title becomes the email's subject: one line.
+        if levelup_common::domain::has_control_characters(&body.title) {
+            return WithProblem::bad_request("title", "must be one line, without control characters");
         }
         match challenges::update(&self.state.db, *id, &body.title, &body.body, body.archived).await {
             Ok(Some(c)) => Saved::Ok(Json(c.into())),
