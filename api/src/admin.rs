@@ -26,7 +26,8 @@ pub struct AdminApi {
 #[oai(skip_serializing_if_is_none)]
 struct TriggerRun {
     /// ISO week, e.g. `2026-W47`; defaults to the current week in the schedule's time zone.
-    week: Option<String>,
+    #[oai(validator(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
+    week: Option<crate::json_string::JsonString>,
 }
 
 #[derive(Object)]

@@ -16,6 +16,7 @@ use poem_openapi::{
 use crate::{
     AppState,
     auth::AdminKey,
+    json_string::JsonString,
     problem::{Problem, WithProblem, undeclared},
 };
 
@@ -57,18 +58,18 @@ struct NewChallenge {
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     position: Option<i32>,
     #[oai(validator(min_length = 1, max_length = 200))]
-    title: String,
+    title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
-    body: String,
+    body: JsonString,
 }
 
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct ChallengeUpdate {
     #[oai(validator(min_length = 1, max_length = 200))]
-    title: String,
+    title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
-    body: String,
+    body: JsonString,
     /// Archived challenges are no longer sent.
     archived: bool,
 }
@@ -169,7 +170,8 @@ struct NewJob {
     kind: JobKind,
     subscriber_id: Option<i64>,
     /// ISO week, e.g. `2026-W47`.
-    week: Option<String>,
+    #[oai(validator(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
+    week: Option<JsonString>,
 }
 
 #[derive(Object)]

@@ -10,6 +10,7 @@ mod auth;
 mod documented;
 mod guard;
 mod idempotency;
+mod json_string;
 mod metrics;
 mod ops;
 mod pages;

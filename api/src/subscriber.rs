@@ -37,7 +37,7 @@ struct Challenge {
 struct NewSubmission {
     /// The subscriber's answer (code, link or text).
     #[oai(validator(max_length = 20000))]
-    answer: String,
+    answer: crate::json_string::JsonString,
     /// Whether the subscriber passed the challenge's checks.
     passed: bool,
 }

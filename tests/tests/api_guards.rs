@@ -375,3 +375,57 @@ async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
     assert!(weekly_runs::get(&env.db.pool, "2026-W47").await.unwrap().is_none(), "refused before running");
     api.stop().await.unwrap();
 }
+
+/// `{"title": 12345, "body": true}` is not a challenge: fields declared as strings take strings.
+#[tokio::test]
+async fn json_fields_declared_as_strings_accept_only_strings() {
+    let env = TestEnv::new().await;
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let cases = [
+        (
+            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
+            json!({"level": 1, "title": 12345, "body": "b"}),
+            "title",
+        ),
+        (
+            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
+            json!({"level": 1, "title": "t", "body": true}),
+            "body",
+        ),
+        (
+            client.put(api.url("/v1/admin/challenges/1")).bearer_auth(ADMIN_KEY),
+            json!({"title": 1.5, "body": "b", "archived": false}),
+            "title",
+        ),
+        (client.post(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY), json!({"week": 202647}), "week"),
+        (
+            client.post(api.url("/v1/admin/jobs")).bearer_auth(ADMIN_KEY),
+            json!({"kind": "send_email", "subscriber_id": id, "week": false}),
+            "week",
+        ),
+        (
+            client.post(api.url("/v1/challenges/1/submissions")).query(&[("token", &token)]),
+            json!({"answer": 42, "passed": true}),
+            "answer",
+        ),
+    ];
+    for (request, body, field) in cases {
+        let response = request.json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        // poem-openapi names the type expected and the value found, not the field (`{field}`).
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(r#"Expected input type "string""#), "`{field}`: {problem}");
+    }
+    let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(challenges, 0);
+    api.stop().await.unwrap();
+}
