@@ -26,7 +26,7 @@ pub struct AdminApi {
 #[oai(skip_serializing_if_is_none)]
 struct TriggerRun {
     /// ISO week, e.g. `2026-W47`; defaults to the current week in the schedule's time zone.
-    #[oai(validator(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
+    #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))]
     week: Option<crate::json_string::JsonString>,
 }
 

@@ -170,7 +170,7 @@ struct NewJob {
     kind: JobKind,
     subscriber_id: Option<i64>,
     /// ISO week, e.g. `2026-W47`.
-    #[oai(validator(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
+    #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))]
     week: Option<JsonString>,
 }
 
@@ -296,8 +296,49 @@ impl<T: ToJSON + Send + Sync> WithProblem for Saved<T> {
     }
 }
 
-const STATUSES: [&str; 4] = ["active", "unsubscribed", "bounced", "complained"];
-const STATES: [&str; 5] = ["queued", "sending", "sent", "failed", "skipped"];
+/// A subscriber's status (the database's `CHECK`), as a filter.
+#[derive(poem_openapi::Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum SubscriberStatus {
+    Active,
+    Unsubscribed,
+    Bounced,
+    Complained,
+}
+
+impl SubscriberStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bounced => "bounced",
+            Self::Complained => "complained",
+        }
+    }
+}
+
+/// A delivery's state (the database's `CHECK`), as a filter.
+#[derive(poem_openapi::Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum DeliveryState {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
 
 #[OpenApi(prefix_path = "/v1/admin")]
 impl AdminDataApi {
@@ -306,7 +347,7 @@ impl AdminDataApi {
     async fn list_challenges(
         &self,
         _auth: AdminKey,
-        level: Query<Option<i16>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] level: Query<Option<i16>>,
         include_archived: Query<Option<bool>>,
     ) -> Listed<Vec<ChallengeView>> {
         match challenges::list(&self.state.db, *level, include_archived.unwrap_or(false)).await {
@@ -449,20 +490,17 @@ impl AdminDataApi {
         _auth: AdminKey,
         /// Substring of the email or first name.
         q: Query<Option<String>>,
-        status: Query<Option<String>>,
+        status: Query<Option<SubscriberStatus>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
     ) -> Listed<Vec<SubscriberView>> {
         if q.as_deref().is_some_and(|q| q.contains('\0')) {
             return WithProblem::bad_request("q", "must not contain NUL characters");
         }
-        if let Some(status) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
-            return WithProblem::bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
-        }
         let result = subscriber_admin::list(
             &self.state.db,
             q.as_deref(),
-            status.as_deref(),
+            status.map(SubscriberStatus::as_str),
             after_id.unwrap_or(0),
             limit.unwrap_or(100),
         )
@@ -511,7 +549,7 @@ impl AdminDataApi {
         &self,
         _auth: AdminKey,
         #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
-        state: Query<Option<String>>,
+        state: Query<Option<DeliveryState>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
     ) -> Listed<Vec<DeliveryView>> {
@@ -519,13 +557,10 @@ impl AdminDataApi {
             Ok(w) => w,
             Err(err) => return WithProblem::bad_request("week", err),
         };
-        if let Some(state) = state.as_deref().filter(|s| !STATES.contains(s)) {
-            return WithProblem::bad_request("state", format!("`{state}` is not one of {}", STATES.join(", ")));
-        }
         let result = subscriber_admin::ledger_for_week(
             &self.state.db,
             &week.to_string(),
-            state.as_deref(),
+            state.map(DeliveryState::as_str),
             after_id.unwrap_or(0),
             limit.unwrap_or(100),
         )

@@ -15,6 +15,7 @@ mod metrics;
 mod ops;
 mod pages;
 mod problem;
+mod protocol;
 mod raw_body;
 mod request_log;
 mod server;
@@ -68,18 +69,22 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     let guards = guard::Guards::new(&config);
     let api = openapi(&state, &config);
     let spec = api.spec_endpoint();
+    let allowed = protocol::AllowedMethods::from_spec(&api.spec());
     let docs = api.swagger_ui();
     Route::new()
         .nest("/", api.around(idempotency::guard))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .around(protocol::allow_on_405)
         .around(guard::protect)
         .data(state)
         .data(guards)
+        .data(allowed)
         .around(metrics::record)
         .around(request_log::log)
         .with(middleware::CatchPanic::new())
         .catch_all_error(problem::from_error)
+        .around(protocol::security_headers)
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains in-flight requests
@@ -96,5 +101,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_connections_per_client: config.api_max_connections_per_client,
         shutdown_grace: config.shutdown_grace,
     };
+    if let Some(bind) = config.metrics_bind {
+        // Metrics on their own address (a port the internet does not reach), not on the API's.
+        let metrics_listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding LEVELUP_METRICS_BIND={bind}"))?;
+        tracing::info!(%bind, "metrics listening");
+        let metrics_app = Route::new().at("/metrics", poem::get(metrics::serve_metrics));
+        tokio::spawn(server::serve(metrics_listener, metrics_app, limits, shutdown.clone()));
+    }
     server::serve(listener, app(state), limits, shutdown).await.context("API server")
 }

@@ -9,6 +9,12 @@ pub fn render() -> String {
     levelup_common::telemetry::metrics_handle().render()
 }
 
+/// `GET /metrics` on `LEVELUP_METRICS_BIND`.
+#[poem::handler]
+pub fn serve_metrics() -> poem::Response {
+    poem::Response::builder().content_type("text/plain; version=0.0.4").body(render())
+}
+
 /// The matched route's path template (poem records it on the response), or `unmatched` when no
 /// route answered (unknown paths, requests refused by the guards), so the label set is bounded
 /// by the routes we serve, whatever paths clients send.
