@@ -250,7 +250,11 @@ impl AdminApi {
 
     /// One run's progress: total, enqueued, sent, failed, skipped, rate and ETA.
     #[oai(path = "/runs/:week", method = "get")]
-    async fn get_run(&self, _auth: AdminKey, week: Path<String>) -> RunResponse {
+    async fn get_run(
+        &self,
+        _auth: AdminKey,
+        #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
+    ) -> RunResponse {
         let week = match IsoWeek::parse(&week) {
             Ok(week) => week,
             Err(err) => return RunResponse::BadRequest(invalid_week(err)),

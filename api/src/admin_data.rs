@@ -57,7 +57,8 @@ struct NewChallenge {
     /// Order within the level; defaults to after the last one.
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     position: Option<i32>,
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// One line: it becomes the email's subject.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
     body: JsonString,
@@ -66,7 +67,8 @@ struct NewChallenge {
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct ChallengeUpdate {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// One line: it becomes the email's subject.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
     title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
     body: JsonString,
