@@ -72,3 +72,21 @@ async fn link_tokens_and_keys_never_reach_the_log() {
     }
     assert!(log.contains("/level?lang=en&token=REDACTED"), "requests are still logged, redacted:\n{log}");
 }
+
+/// A bulk operation's result URL is signed (a credential valid for days): a failed download's
+/// error — logged, and stored as a sync's error — does not carry it.
+#[tokio::test]
+async fn a_failed_bulk_download_does_not_repeat_its_signed_url() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_SHOPIFY_SHOP", "fake.myshopify.com").set("LEVELUP_SHOPIFY_ACCESS_TOKEN", "shpat_0123456789");
+    let config = env.config();
+    let redis = levelup_common::redis_conn::connect(&config).await.unwrap();
+    let client =
+        levelup_common::shopify::client::ShopifyClient::new(&config, config.shopify.clone().unwrap(), redis).unwrap();
+    // Nothing listens on port 9: the connection is refused.
+    let url = "http://127.0.0.1:9/bulk/result.jsonl?X-Goog-Signature=signed-secret-value";
+    let err = client.open_bulk_result(url).await.expect_err("nothing listens there");
+    let message = err.to_string();
+    assert!(message.contains("bulk result download failed"), "{message}");
+    assert!(!message.contains("signed-secret-value"), "{message}");
+}
