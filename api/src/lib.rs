@@ -20,6 +20,7 @@ mod raw_body;
 mod request_log;
 mod server;
 mod state;
+mod strict_json;
 mod subscriber;
 mod webhooks;
 
@@ -69,10 +70,12 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     let guards = guard::Guards::new(&config);
     let api = openapi(&state, &config);
     let spec = api.spec_endpoint();
-    let allowed = protocol::AllowedMethods::from_spec(&api.spec());
+    let document = api.spec();
+    let allowed = protocol::AllowedMethods::from_spec(&document);
+    let string_fields = strict_json::StringFields::from_spec(&document);
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api.around(idempotency::guard))
+        .nest("/", api.around(strict_json::check).around(idempotency::guard))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .around(protocol::allow_on_405)
@@ -80,6 +83,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .data(state)
         .data(guards)
         .data(allowed)
+        .data(string_fields)
         .around(metrics::record)
         .around(request_log::log)
         .with(middleware::CatchPanic::new())

@@ -16,6 +16,7 @@ fn schemathesis_config(subscriber_id: i64) -> String {
     let expires = chrono::Utc::now().timestamp() + 3600;
     let access = token_signer().issue(subscriber_id, Purpose::Access, expires).unwrap();
     let unsubscribe = token_signer().issue(subscriber_id, Purpose::Unsubscribe, expires).unwrap();
+    // negative_data_rejection: 413 (a body over 64 KiB) is a rejection too.
     // positive_data_acceptance: besides the defaults, 400 and 422 are how the API answers rules a
     // schema cannot state (a reused Idempotency-Key with another body, a CSV without its header,
     // the fields one job kind needs, an SNS body that is not JSON, a week that does not exist).
@@ -23,6 +24,8 @@ fn schemathesis_config(subscriber_id: i64) -> String {
         "[parameters]\n\"query.token\" = \"{access}\"\n\n\
          [checks.positive_data_acceptance]\n\
          expected-statuses = [\"2xx\", \"3xx\", \"400\", \"401\", \"403\", \"404\", \"409\", \"422\", \"429\"]\n\n\
+         [checks.negative_data_rejection]\n\
+         expected-statuses = [\"400\", \"401\", \"403\", \"404\", \"405\", \"406\", \"409\", \"413\", \"415\", \"422\", \"429\"]\n\n\
          [[operations]]\ninclude-path = \"/unsubscribe\"\nparameters = {{ \"query.token\" = \"{unsubscribe}\" }}\n"
     )
 }
