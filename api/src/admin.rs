@@ -26,7 +26,8 @@ pub struct AdminApi {
 #[oai(skip_serializing_if_is_none)]
 struct TriggerRun {
     /// ISO week, e.g. `2026-W47`; defaults to the current week in the schedule's time zone.
-    week: Option<String>,
+    #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))]
+    week: Option<crate::json_string::JsonString>,
 }
 
 #[derive(Object)]
@@ -253,7 +254,11 @@ impl AdminApi {
 
     /// One run's progress: total, enqueued, sent, failed, skipped, rate and ETA.
     #[oai(path = "/runs/:week", method = "get")]
-    async fn get_run(&self, _auth: AdminKey, week: Path<String>) -> RunResponse {
+    async fn get_run(
+        &self,
+        _auth: AdminKey,
+        #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
+    ) -> RunResponse {
         let week = match IsoWeek::parse(&week) {
             Ok(week) => week,
             Err(err) => return RunResponse::BadRequest(invalid_week(err)),

@@ -16,6 +16,7 @@ use poem_openapi::{
 use crate::{
     AppState,
     auth::AdminKey,
+    json_string::JsonString,
     problem::{Problem, WithProblem, undeclared},
 };
 
@@ -56,19 +57,21 @@ struct NewChallenge {
     /// Order within the level; defaults to after the last one.
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
     position: Option<i32>,
-    #[oai(validator(min_length = 1, max_length = 200))]
-    title: String,
+    /// One line: it becomes the email's subject.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
-    body: String,
+    body: JsonString,
 }
 
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct ChallengeUpdate {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    title: String,
+    /// One line: it becomes the email's subject.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    title: JsonString,
     #[oai(validator(min_length = 1, max_length = 20000))]
-    body: String,
+    body: JsonString,
     /// Archived challenges are no longer sent.
     archived: bool,
 }
@@ -169,7 +172,8 @@ struct NewJob {
     kind: JobKind,
     subscriber_id: Option<i64>,
     /// ISO week, e.g. `2026-W47`.
-    week: Option<String>,
+    #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))]
+    week: Option<JsonString>,
 }
 
 #[derive(Object)]
@@ -294,8 +298,49 @@ impl<T: ToJSON + Send + Sync> WithProblem for Saved<T> {
     }
 }
 
-const STATUSES: [&str; 4] = ["active", "unsubscribed", "bounced", "complained"];
-const STATES: [&str; 5] = ["queued", "sending", "sent", "failed", "skipped"];
+/// A subscriber's status (the database's `CHECK`), as a filter.
+#[derive(poem_openapi::Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum SubscriberStatus {
+    Active,
+    Unsubscribed,
+    Bounced,
+    Complained,
+}
+
+impl SubscriberStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bounced => "bounced",
+            Self::Complained => "complained",
+        }
+    }
+}
+
+/// A delivery's state (the database's `CHECK`), as a filter.
+#[derive(poem_openapi::Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum DeliveryState {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
 
 #[OpenApi(prefix_path = "/v1/admin")]
 impl AdminDataApi {
@@ -304,7 +349,7 @@ impl AdminDataApi {
     async fn list_challenges(
         &self,
         _auth: AdminKey,
-        level: Query<Option<i16>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] level: Query<Option<i16>>,
         include_archived: Query<Option<bool>>,
     ) -> Listed<Vec<ChallengeView>> {
         match challenges::list(&self.state.db, *level, include_archived.unwrap_or(false)).await {
@@ -321,6 +366,10 @@ impl AdminDataApi {
         }
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
             return WithProblem::bad_request(field, "must not contain NUL characters");
+        }
+        // The title becomes the email's subject: one line.
+        if levelup_common::domain::has_control_characters(&body.title) {
+            return WithProblem::bad_request("title", "must be one line, without control characters");
         }
         match challenges::create(&self.state.db, body.level, body.position, &body.title, &body.body).await {
             Ok(c) => Saved::Created(Json(c.into())),
@@ -359,6 +408,10 @@ impl AdminDataApi {
     ) -> Saved<ChallengeView> {
         if let Some(field) = crate::problem::first_with_nul(&[("title", &body.title), ("body", &body.body)]) {
             return WithProblem::bad_request(field, "must not contain NUL characters");
+        }
+        // The title becomes the email's subject: one line.
+        if levelup_common::domain::has_control_characters(&body.title) {
+            return WithProblem::bad_request("title", "must be one line, without control characters");
         }
         match challenges::update(&self.state.db, *id, &body.title, &body.body, body.archived).await {
             Ok(Some(c)) => Saved::Ok(Json(c.into())),
@@ -439,20 +492,17 @@ impl AdminDataApi {
         _auth: AdminKey,
         /// Substring of the email or first name.
         q: Query<Option<String>>,
-        status: Query<Option<String>>,
+        status: Query<Option<SubscriberStatus>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
     ) -> Listed<Vec<SubscriberView>> {
         if q.as_deref().is_some_and(|q| q.contains('\0')) {
             return WithProblem::bad_request("q", "must not contain NUL characters");
         }
-        if let Some(status) = status.as_deref().filter(|s| !STATUSES.contains(s)) {
-            return WithProblem::bad_request("status", format!("`{status}` is not one of {}", STATUSES.join(", ")));
-        }
         let result = subscriber_admin::list(
             &self.state.db,
             q.as_deref(),
-            status.as_deref(),
+            status.map(SubscriberStatus::as_str),
             after_id.unwrap_or(0),
             limit.unwrap_or(100),
         )
@@ -501,7 +551,7 @@ impl AdminDataApi {
         &self,
         _auth: AdminKey,
         #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
-        state: Query<Option<String>>,
+        state: Query<Option<DeliveryState>>,
         after_id: Query<Option<i64>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<i64>>,
     ) -> Listed<Vec<DeliveryView>> {
@@ -509,13 +559,10 @@ impl AdminDataApi {
             Ok(w) => w,
             Err(err) => return WithProblem::bad_request("week", err),
         };
-        if let Some(state) = state.as_deref().filter(|s| !STATES.contains(s)) {
-            return WithProblem::bad_request("state", format!("`{state}` is not one of {}", STATES.join(", ")));
-        }
         let result = subscriber_admin::ledger_for_week(
             &self.state.db,
             &week.to_string(),
-            state.as_deref(),
+            state.map(DeliveryState::as_str),
             after_id.unwrap_or(0),
             limit.unwrap_or(100),
         )

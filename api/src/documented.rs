@@ -11,7 +11,7 @@
 //! | 400 | the operation takes parameters or a body (malformed → problem naming the field) | poem-openapi, [`crate::problem::from_error`] |
 //! | 401 | the operation declares a security scheme | the scheme's checker |
 //! | 409, 422 | `Idempotency-Key` in progress / reused with another body (header documented) | [`crate::idempotency`] |
-//! | 413 | the operation takes a body | [`crate::limit_body_size`] |
+//! | 408, 413 | the operation takes a body (too slow / too large) | [`crate::guard`] |
 //! | 415 | the operation parses a typed body (never for a [`crate::raw_body::RawBody`]) | poem-openapi |
 //! | 429 | rate limited (`Retry-After`) unless exempt | [`crate::guard`] |
 //! | 503 | load shed (`Retry-After`) unless exempt | [`crate::guard`] |
@@ -82,6 +82,7 @@ fn complete(path: &str, operation: &mut MetaOperation) {
         add(422, "This Idempotency-Key was already used with a different request.", false);
     }
     if operation.request.is_some() {
+        add(408, "The request body did not arrive within the body timeout; the connection is closed.", false);
         add(413, "The request body is larger than the limit (64 KiB).", false);
         if !operation.request.as_ref().is_some_and(raw_body::accepts_any_content_type) {
             add(415, "The request's Content-Type is missing or not the documented one.", false);

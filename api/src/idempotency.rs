@@ -2,7 +2,9 @@
 //! stored; a repeat with the same key and the same request gets the stored response
 //! (`Idempotent-Replayed: true`); a repeat with a different request is refused (422); a repeat
 //! while the first is still running gets 409 with `Retry-After`, so concurrent duplicates execute
-//! once. Keys are scoped by client (the credential presented) and expire after 24 hours.
+//! once. Keys are scoped by the verified client (the admin, or one subscriber) and expire after
+//! 24 hours; requests without a verified credential are left to the operation's 401 and store
+//! nothing.
 //! 5xx responses are not stored: the key is released so the client can retry.
 
 use std::sync::Arc;
@@ -34,36 +36,42 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Who is asking: a hash of the credential (admin key or link token), never the credential itself.
-fn client_of(request: &Request) -> String {
-    let credential = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_default();
-    hex(&Sha256::digest(credential.as_bytes())[..16])
+/// Who is asking, as verified: the admin, or a subscriber (whichever of their tokens they use).
+/// `None` for an unverified request, which the operation answers 401 without a key being stored.
+fn client_of(request: &Request, state: &AppState) -> Option<String> {
+    match crate::guard::client_key(request, Some(state)) {
+        crate::guard::ClientKey::Admin => Some("admin".to_owned()),
+        crate::guard::ClientKey::Subscriber(id) => Some(format!("subscriber:{id}")),
+        crate::guard::ClientKey::Address(_) => None,
+    }
+}
+
+fn invalid_key() -> Response {
+    problem::response(problem::Problem::new(
+        "invalid-idempotency-key",
+        "Invalid Idempotency-Key",
+        400,
+        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+    ))
 }
 
 pub async fn guard<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> poem::Result<Response> {
-    let key = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (Some(key), true) = (key, applies(request.method(), request.uri().path())) else {
+    if !applies(request.method(), request.uri().path()) {
+        return endpoint.call(request).await.map(IntoResponse::into_response);
+    }
+    let key = match request.headers().get(HEADER) {
+        None => return endpoint.call(request).await.map(IntoResponse::into_response),
+        // `to_str` refuses anything but visible ASCII (and spaces/tabs): such a key is not ignored.
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_LENGTH => key.to_owned(),
+            _ => return Ok(invalid_key()),
+        },
+    };
+    let Some(state) = request.data::<AppState>().cloned() else {
         return endpoint.call(request).await.map(IntoResponse::into_response);
     };
-    if key.is_empty() || key.len() > MAX_KEY_LENGTH {
-        return Ok(problem::response(problem::Problem::new(
-            "invalid-idempotency-key",
-            "Invalid Idempotency-Key",
-            400,
-            "Idempotency-Key must be 1 to 255 characters",
-        )));
-    }
-    let Some(state) = request.data::<AppState>().cloned() else {
+    // Authenticate first: an anonymous or forged request gets the operation's 401, and writes nothing.
+    let Some(client) = client_of(&request, &state) else {
         return endpoint.call(request).await.map(IntoResponse::into_response);
     };
     let body = request.take_body().into_bytes().await?;
@@ -72,7 +80,6 @@ pub async fn guard<E: Endpoint>(endpoint: Arc<E>, mut request: Request) -> poem:
     hasher.update(b"\0");
     hasher.update(&body);
     let request_hash = hex(&hasher.finalize());
-    let client = client_of(&request);
     let pool = &state.db;
 
     // Expired keys are as good as absent.

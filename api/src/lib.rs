@@ -10,22 +10,28 @@ mod auth;
 mod documented;
 mod guard;
 mod idempotency;
+mod json_string;
 mod metrics;
 mod ops;
 mod pages;
 mod problem;
+mod protocol;
 mod raw_body;
+mod request_log;
+mod server;
 mod state;
+mod strict_json;
 mod subscriber;
 mod webhooks;
 
-use std::{net::TcpListener, sync::Arc};
+use std::net::TcpListener;
 
 use anyhow::Context;
 use levelup_common::{Config, shutdown::CancellationToken};
-use poem::{EndpointExt, Route, Server, listener::TcpAcceptor, middleware};
+use poem::{EndpointExt, Route, middleware};
 use poem_openapi::OpenApiService;
 
+pub use guard::MAX_BODY_BYTES;
 pub use state::AppState;
 
 type Apis = (
@@ -61,21 +67,28 @@ fn openapi(state: &AppState, config: &Config) -> OpenApiService<documented::Docu
 /// Builds the whole application (routes and middleware) for `state`.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     let config = state.config.clone();
-    let guards = guard::Guards::new(config.api_rate_per_second, config.api_burst, config.api_max_in_flight);
+    let guards = guard::Guards::new(&config);
     let api = openapi(&state, &config);
     let spec = api.spec_endpoint();
+    let document = api.spec();
+    let allowed = protocol::AllowedMethods::from_spec(&document);
+    let string_fields = strict_json::StringFields::from_spec(&document);
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api.around(idempotency::guard).around(limit_body_size))
+        .nest("/", api.around(strict_json::check).around(idempotency::guard))
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .around(protocol::allow_on_405)
         .around(guard::protect)
         .data(state)
         .data(guards)
+        .data(allowed)
+        .data(string_fields)
         .around(metrics::record)
-        .with(middleware::Tracing)
+        .around(request_log::log)
         .with(middleware::CatchPanic::new())
         .catch_all_error(problem::from_error)
+        .around(protocol::security_headers)
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains in-flight requests
@@ -85,50 +98,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let state = AppState::new(config.clone()).await?;
     listener.set_nonblocking(true).context("listener set_nonblocking")?;
     let address = listener.local_addr().context("listener address")?;
-    let acceptor = TcpAcceptor::from_std(listener).context("adopting the listener")?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
     tracing::info!(%address, "API listening");
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown.cancelled_owned(), Some(config.shutdown_grace))
-        .await
-        .context("API server")
-}
-
-/// Largest request body accepted; larger ones are refused before a handler reads them.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Refuses a declared body over [`MAX_BODY_BYTES`] with 413, and caps an undeclared (chunked)
-/// one at the same size. poem's `SizeLimit` would also refuse every GET without `Content-Length`.
-async fn limit_body_size<E: poem::Endpoint>(
-    endpoint: Arc<E>,
-    mut request: poem::Request,
-) -> poem::Result<poem::Response> {
-    use poem::{IntoResponse, http::StatusCode};
-    let declared = request
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        let problem = problem::Problem::new(
-            "payload-too-large",
-            "Payload too large",
-            413,
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        );
-        return Ok(poem::web::Json(serde_json::json!({
-            "type": problem.kind, "title": problem.title, "status": problem.status, "detail": problem.detail
-        }))
-        .with_content_type("application/problem+json")
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        .into_response());
-    }
-    if declared.is_none() {
-        let body = request
-            .take_body()
-            .into_bytes_limit(MAX_BODY_BYTES)
+    let limits = server::ServerLimits {
+        header_timeout: config.api_header_timeout,
+        max_connections_per_client: config.api_max_connections_per_client,
+        shutdown_grace: config.shutdown_grace,
+    };
+    if let Some(bind) = config.metrics_bind {
+        // Metrics on their own address (a port the internet does not reach), not on the API's.
+        let metrics_listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|_| poem::Error::from_string("request body too large", StatusCode::PAYLOAD_TOO_LARGE))?;
-        request.set_body(body);
+            .with_context(|| format!("binding LEVELUP_METRICS_BIND={bind}"))?;
+        tracing::info!(%bind, "metrics listening");
+        let metrics_app = Route::new().at("/metrics", poem::get(metrics::serve_metrics));
+        tokio::spawn(server::serve(metrics_listener, metrics_app, limits, shutdown.clone()));
     }
-    endpoint.call(request).await.map(IntoResponse::into_response)
+    server::serve(listener, app(state), limits, shutdown).await.context("API server")
 }

@@ -51,6 +51,9 @@ enum MetricsResponse {
     /// job metrics.
     #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
     Ok(PlainText<String>),
+    /// Metrics are served on their own address (`LEVELUP_METRICS_BIND`), not on the API's.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotHere(Json<crate::problem::Problem>),
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,9 +86,18 @@ impl OpsApi {
         if ready { ReadyResponse::Ready(Json(body)) } else { ReadyResponse::NotReady(Json(body)) }
     }
 
-    /// Prometheus metrics (never rate limited or shed).
+    /// Prometheus metrics (never rate limited or shed); 404 when they are served on their own
+    /// address (`LEVELUP_METRICS_BIND`) instead.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> MetricsResponse {
+        if let Some(bind) = self.state.config.metrics_bind {
+            return MetricsResponse::NotHere(Json(crate::problem::Problem::new(
+                "not-found",
+                "Not found",
+                404,
+                format!("metrics are served on LEVELUP_METRICS_BIND ({}), not here", bind.port()),
+            )));
+        }
         MetricsResponse::Ok(PlainText(crate::metrics::render()))
     }
 }

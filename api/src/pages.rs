@@ -212,13 +212,20 @@ fn error_page<K>(status: StatusCode, message: &str) -> Page<K> {
 }
 
 /// The claims of a valid token, or the error page to answer.
-fn verify<K>(state: &AppState, token: &str, purpose: Purpose) -> Result<Claims, Page<K>> {
-    state.verify(token, purpose).map_err(|err| {
+/// The token's claims, if it verifies and its subscriber still exists (every page answers a
+/// deleted subscriber the same way: 401).
+async fn verify<K>(state: &AppState, token: &str, purpose: Purpose) -> Result<Claims, Page<K>> {
+    let claims = state.verify(token, purpose).map_err(|err| {
         error_page(
             StatusCode::UNAUTHORIZED,
             &format!("This link cannot be used: {err}. Use the link from your latest email."),
         )
-    })
+    })?;
+    match subscribers::exists(&state.db, claims.subscriber_id).await {
+        Ok(true) => Ok(claims),
+        Ok(false) => Err(error_page(StatusCode::UNAUTHORIZED, "This subscription no longer exists.")),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 fn internal<K>(err: impl std::fmt::Display) -> Page<K> {
@@ -281,7 +288,7 @@ fn encode(token: &str) -> String {
 }
 
 async fn challenge_page(state: &AppState, id: i64, token: &str) -> Page<ChallengeView> {
-    let claims = match verify(state, token, Purpose::Access) {
+    let claims = match verify(state, token, Purpose::Access).await {
         Ok(c) => c,
         Err(page) => return page,
     };
@@ -309,7 +316,7 @@ async fn challenge_page(state: &AppState, id: i64, token: &str) -> Page<Challeng
 }
 
 async fn submit_challenge(state: &AppState, id: i64, form: SubmissionForm) -> Page<SubmissionPost> {
-    let claims = match verify(state, &form.token, Purpose::Access) {
+    let claims = match verify(state, &form.token, Purpose::Access).await {
         Ok(c) => c,
         Err(page) => return page,
     };
@@ -338,7 +345,7 @@ async fn submit_challenge(state: &AppState, id: i64, form: SubmissionForm) -> Pa
 }
 
 async fn level_page(state: &AppState, token: &str) -> Page<View> {
-    let claims = match verify(state, token, Purpose::Access) {
+    let claims = match verify(state, token, Purpose::Access).await {
         Ok(c) => c,
         Err(page) => return page,
     };
@@ -394,7 +401,7 @@ async fn level_page(state: &AppState, token: &str) -> Page<View> {
 }
 
 async fn questionnaire_page(state: &AppState, token: &str) -> Page<Static> {
-    if let Err(page) = verify(state, token, Purpose::Access) {
+    if let Err(page) = verify(state, token, Purpose::Access).await {
         return page;
     }
     let token = escape_html(token);
@@ -419,7 +426,7 @@ async fn questionnaire_page(state: &AppState, token: &str) -> Page<Static> {
 }
 
 async fn submit_questionnaire(state: &AppState, form: QuestionnaireForm) -> Page<QuestionnairePost> {
-    let claims = match verify(state, &form.token, Purpose::Access) {
+    let claims = match verify(state, &form.token, Purpose::Access).await {
         Ok(c) => c,
         Err(page) => return page,
     };
@@ -433,7 +440,7 @@ async fn submit_questionnaire(state: &AppState, form: QuestionnaireForm) -> Page
 }
 
 async fn unsubscribe_page(state: &AppState, token: &str) -> Page<Static> {
-    if let Err(page) = verify(state, token, Purpose::Unsubscribe) {
+    if let Err(page) = verify(state, token, Purpose::Unsubscribe).await {
         return page;
     }
     let link = escape_html(&encode(token));
@@ -448,7 +455,7 @@ async fn unsubscribe_page(state: &AppState, token: &str) -> Page<Static> {
 }
 
 async fn unsubscribe(state: &AppState, token: &str) -> Page<Action> {
-    let claims = match verify(state, token, Purpose::Unsubscribe) {
+    let claims = match verify(state, token, Purpose::Unsubscribe).await {
         Ok(c) => c,
         Err(page) => return page,
     };

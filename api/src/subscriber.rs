@@ -37,7 +37,7 @@ struct Challenge {
 struct NewSubmission {
     /// The subscriber's answer (code, link or text).
     #[oai(validator(max_length = 20000))]
-    answer: String,
+    answer: crate::json_string::JsonString,
     /// Whether the subscriber passed the challenge's checks.
     passed: bool,
 }
@@ -141,10 +141,22 @@ impl<T: ToJSON + Send + Sync> WithProblem for Recorded<T> {
 }
 
 impl SubscriberApi {
-    fn claims<R: WithProblem>(&self, token: &AccessToken) -> Result<Claims, R> {
-        self.state
-            .verify(&token.0.key, Purpose::Access)
-            .map_err(|err| R::with_problem(Problem::new("invalid-token", "Invalid link token", 401, err.to_string())))
+    /// The token's claims, if it verifies and its subscriber still exists: every operation
+    /// answers a deleted (redacted) subscriber the same way, 401.
+    async fn claims<R: WithProblem>(&self, token: &AccessToken) -> Result<Claims, R> {
+        let claims = self.state.verify(&token.0.key, Purpose::Access).map_err(|err| {
+            R::with_problem(Problem::new("invalid-token", "Invalid link token", 401, err.to_string()))
+        })?;
+        match subscribers::exists(&self.state.db, claims.subscriber_id).await {
+            Ok(true) => Ok(claims),
+            Ok(false) => Err(R::with_problem(Problem::new(
+                "invalid-token",
+                "Invalid link token",
+                401,
+                "this subscriber no longer exists",
+            ))),
+            Err(err) => Err(R::internal(err)),
+        }
     }
 }
 
@@ -153,7 +165,7 @@ impl SubscriberApi {
     /// A challenge the subscriber was sent.
     #[oai(path = "/challenges/:id", method = "get")]
     async fn get_challenge(&self, id: Path<i64>, token: AccessToken) -> Shown<Challenge> {
-        let claims = match self.claims(&token) {
+        let claims = match self.claims(&token).await {
             Ok(c) => c,
             Err(e) => return e,
         };
@@ -172,7 +184,7 @@ impl SubscriberApi {
     /// Submit a challenge; passing enough challenges at a level moves the subscriber up.
     #[oai(path = "/challenges/:id/submissions", method = "post")]
     async fn submit(&self, id: Path<i64>, token: AccessToken, body: Json<NewSubmission>) -> Recorded<SubmissionResult> {
-        let claims = match self.claims(&token) {
+        let claims = match self.claims(&token).await {
             Ok(c) => c,
             Err(e) => return e,
         };
@@ -220,7 +232,7 @@ impl SubscriberApi {
     /// Answer the placement questionnaire: sets the subscriber's level (the seed's `POST /questionaire`).
     #[oai(path = "/questionnaire", method = "post")]
     async fn answer_questionnaire(&self, token: AccessToken, body: Json<Questionnaire>) -> Recorded<LevelView> {
-        let claims = match self.claims(&token) {
+        let claims = match self.claims(&token).await {
             Ok(c) => c,
             Err(e) => return e,
         };
@@ -238,7 +250,7 @@ impl SubscriberApi {
     /// The subscriber's level, progress to the next level and level history.
     #[oai(path = "/level", method = "get")]
     async fn level(&self, token: AccessToken) -> Shown<LevelView> {
-        let claims = match self.claims(&token) {
+        let claims = match self.claims(&token).await {
             Ok(c) => c,
             Err(e) => return e,
         };

@@ -1,11 +1,15 @@
 //! Webhooks. `POST /v1/webhooks/shopify`: verifies `X-Shopify-Hmac-SHA256` (base64 HMAC-SHA256
-//! of the raw body with the app secret) before anything else, dedupes on `X-Shopify-Webhook-Id`,
+//! of the raw body with the app secret) before anything else; since the HMAC covers the body
+//! only, it then checks the unsigned headers and the body against each other (our shop, a fresh
+//! `X-Shopify-Triggered-At`, a body shaped as its topic says); dedupes on `X-Shopify-Webhook-Id`,
 //! and applies the effect in one short transaction — well inside Shopify's 5 s timeout, and
 //! exactly once however often Shopify redelivers (see `levelup_common::shopify_webhooks`).
-//! `POST /v1/webhooks/ses`: SES bounces and complaints delivered by SNS.
+//! `POST /v1/webhooks/ses`: SES bounces and complaints delivered by SNS, only from the configured
+//! topics (`LEVELUP_SNS_TOPIC_ARNS`).
 //!
 //! Both read the raw body whatever its `Content-Type` ([`RawBody`]): the signatures are over the
-//! exact bytes. Neither is rate limited per client (only shed), nor takes an `Idempotency-Key`.
+//! exact bytes. Both are rate limited per address (their own budget) and shed; neither takes an
+//! `Idempotency-Key`.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
@@ -70,10 +74,12 @@ enum WebhookReply {
     /// Accepted (applied, a duplicate, or ignored): the sender must not redeliver.
     #[oai(status = 200)]
     Ok(Json<Outcome>),
-    /// Malformed: a required header is missing or the body is not the expected JSON.
+    /// Malformed: a required header is missing, the body is not the JSON its topic carries, or
+    /// (Shopify) the delivery is older than Shopify's retry horizon.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
-    /// The signature does not match the body.
+    /// The signature does not match the body, or the message is from a topic (SNS) or shop
+    /// (Shopify) not ours.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
     /// Failed on our side; the sender redelivers later.
@@ -120,9 +126,22 @@ impl WebhooksApi {
         /// e.g. `customers/update`.
         #[oai(name = "X-Shopify-Topic")]
         topic: Header<Option<String>>,
+        /// The store that sent it: must be the configured one.
+        #[oai(name = "X-Shopify-Shop-Domain")]
+        shop_domain: Header<Option<String>>,
+        /// When the event happened (RFC 3339); deliveries older than Shopify's retry horizon are refused.
+        #[oai(name = "X-Shopify-Triggered-At")]
+        triggered_at: Header<Option<String>>,
         body: RawBody<ShopifyBody>,
     ) -> WebhookReply {
-        shopify(&self.state, present(signature), present(webhook_id), present(topic), &body.0).await
+        let delivery = ShopifyDelivery {
+            signature: present(signature),
+            webhook_id: present(webhook_id),
+            topic: present(topic),
+            shop_domain: present(shop_domain),
+            triggered_at: present(triggered_at),
+        };
+        shopify(&self.state, delivery, &body.0).await
     }
 
     /// SES bounce and complaint notifications delivered by SNS (the body is JSON sent as
@@ -134,19 +153,28 @@ impl WebhooksApi {
     }
 }
 
-async fn shopify(
-    state: &AppState,
+/// The headers of a Shopify delivery (none of them is covered by the HMAC, which signs the body).
+struct ShopifyDelivery {
     signature: Option<String>,
     webhook_id: Option<String>,
     topic: Option<String>,
-    raw: &[u8],
-) -> WebhookReply {
-    let Some(secret) = &state.config.shopify_webhook_secret else {
+    shop_domain: Option<String>,
+    triggered_at: Option<String>,
+}
+
+/// Shopify retries a failed delivery 8 times over 4 hours; a delivery triggered longer ago than
+/// that (plus clock skew) is a replay.
+const SHOPIFY_RETRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::minutes(4 * 60 + 5);
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+async fn shopify(state: &AppState, delivery: ShopifyDelivery, raw: &[u8]) -> WebhookReply {
+    let (Some(secret), Some(our_shop)) = (&state.config.shopify_webhook_secret, &state.config.shopify_shop_domain)
+    else {
         return Problem::new(
             "not-configured",
             "Webhooks not configured",
             503,
-            "LEVELUP_SHOPIFY_WEBHOOK_SECRET is not set",
+            "LEVELUP_SHOPIFY_WEBHOOK_SECRET and LEVELUP_SHOPIFY_SHOP_DOMAIN (or a LEVELUP_SHOPIFY_SHOP domain) must be set",
         )
         .into();
     };
@@ -159,7 +187,7 @@ async fn shopify(
         )
         .into()
     };
-    let Some(signature) = signature.and_then(|s| STANDARD.decode(s).ok()) else {
+    let Some(signature) = delivery.signature.and_then(|s| STANDARD.decode(s).ok()) else {
         return unauthorized();
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
@@ -167,19 +195,45 @@ async fn shopify(
     if mac.verify_slice(&signature).is_err() {
         return unauthorized();
     }
-    let (Some(webhook_id), Some(topic)) = (webhook_id, topic) else {
+    let (Some(webhook_id), Some(topic), Some(shop_domain), Some(triggered_at)) =
+        (delivery.webhook_id, delivery.topic, delivery.shop_domain, delivery.triggered_at)
+    else {
         return Problem::new(
             "invalid-request",
             "Invalid request",
             400,
-            "X-Shopify-Webhook-Id and X-Shopify-Topic are required",
+            "X-Shopify-Webhook-Id, X-Shopify-Topic, X-Shopify-Shop-Domain and X-Shopify-Triggered-At are required",
         )
         .into();
     };
+    if !shop_domain.eq_ignore_ascii_case(our_shop) {
+        tracing::warn!(webhook_id, topic, "Shopify webhook from another shop refused");
+        return Problem::new("wrong-shop", "Webhook from another shop", 401, "X-Shopify-Shop-Domain is not our store")
+            .into();
+    }
+    let Ok(triggered_at) = chrono::DateTime::parse_from_rfc3339(&triggered_at) else {
+        return Problem::new("invalid-request", "Invalid request", 400, "X-Shopify-Triggered-At: not an RFC 3339 time")
+            .into();
+    };
+    let age = chrono::Utc::now() - triggered_at.with_timezone(&chrono::Utc);
+    if age > SHOPIFY_RETRY_HORIZON || age < -CLOCK_SKEW {
+        tracing::warn!(webhook_id, topic, age_secs = age.num_seconds(), "stale Shopify webhook refused");
+        return Problem::new(
+            "stale-webhook",
+            "Stale webhook",
+            400,
+            "X-Shopify-Triggered-At is outside Shopify's retry horizon (4 hours): a replay",
+        )
+        .into();
+    }
     let payload: serde_json::Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(err) => return Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}")).into(),
     };
+    if let Err(why) = shopify_webhooks::check_shape(&topic, &payload, our_shop) {
+        tracing::warn!(webhook_id, topic, "Shopify webhook whose body does not match its topic refused");
+        return Problem::new("topic-mismatch", "Body does not match the topic", 400, why).into();
+    }
     match shopify_webhooks::apply(&state.db, &state.shopify_rules(), &webhook_id, &topic, &payload).await {
         Ok(applied) => {
             tracing::info!(webhook_id, topic, outcome = ?applied, "shopify webhook");
@@ -199,10 +253,27 @@ async fn shopify(
 
 async fn ses(state: &AppState, raw: &[u8]) -> WebhookReply {
     use levelup_common::sns::{self, SnsError};
+    if state.config.sns_topic_arns.is_empty() {
+        return Problem::new("not-configured", "Webhooks not configured", 503, "LEVELUP_SNS_TOPIC_ARNS is not set")
+            .into();
+    }
     let message: serde_json::Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(err) => return Problem::new("invalid-request", "Invalid request", 400, format!("body: {err}")).into(),
     };
+    // A valid signature proves the message came from SNS, not from our topic: anyone can create a
+    // topic and subscribe us. Checked first, so a foreign topic costs no certificate fetch.
+    let topic = message.get("TopicArn").and_then(serde_json::Value::as_str).unwrap_or("");
+    if !state.config.sns_topic_arns.iter().any(|ours| ours == topic) {
+        tracing::warn!(topic, "SNS message from a topic that is not ours rejected");
+        return Problem::new(
+            "unknown-topic",
+            "Unknown SNS topic",
+            401,
+            "TopicArn is not one of LEVELUP_SNS_TOPIC_ARNS",
+        )
+        .into();
+    }
     match state.sns.verify(&message).await {
         Ok(()) => {}
         Err(SnsError::Malformed(why)) => return Problem::new("invalid-request", "Invalid request", 400, why).into(),

@@ -119,15 +119,31 @@ pub struct Config {
     /// API requests per second per client (credential or address), and the burst allowed.
     pub api_rate_per_second: u32,
     pub api_burst: u32,
-    /// API requests handled at once; more are shed with 503.
+    /// API requests handled at once; more are shed with 503. Only handlers hold a slot: request
+    /// bodies are read (within `api_body_timeout`) before the slot is taken.
     pub api_max_in_flight: usize,
+    /// A request's headers (or, on a kept-alive connection, the next request) must arrive within this.
+    pub api_header_timeout: Duration,
+    /// A request's body must arrive within this once its headers have (else 408).
+    pub api_body_timeout: Duration,
+    /// Open connections per client address; more are closed at once.
+    pub api_max_connections_per_client: usize,
+    /// Webhook requests per second per client address, and the burst allowed.
+    pub webhook_rate_per_second: u32,
+    pub webhook_burst: u32,
     pub shopify: Option<ShopifyConfig>,
     pub sync: SyncConfig,
     /// Shopify app secret that signs webhooks (`None`: the webhook endpoint is disabled).
     pub shopify_webhook_secret: Option<SecretString>,
+    /// The store webhooks must come from (`X-Shopify-Shop-Domain`, and the `shop_domain` of
+    /// redaction bodies), lower case; `None`: the webhook endpoint is disabled.
+    pub shopify_shop_domain: Option<String>,
     /// URL prefixes trusted for SNS signing certificates besides `https://sns.<region>.amazonaws.com/`
     /// (for a local fake; empty in production).
     pub sns_trusted_prefixes: Vec<String>,
+    /// The SNS topics whose messages the SES webhook accepts (empty: the endpoint answers 503).
+    /// A valid signature only proves a message came from SNS, not from *our* topic.
+    pub sns_topic_arns: Vec<String>,
 }
 
 impl Config {
@@ -242,11 +258,18 @@ impl Config {
             api_rate_per_second: env.parse("LEVELUP_API_RATE_PER_SECOND", 20, positive)?,
             api_burst: env.parse("LEVELUP_API_BURST", 40, positive)?,
             api_max_in_flight: env.parse("LEVELUP_API_MAX_IN_FLIGHT", 256, positive)?,
+            api_header_timeout: Duration::from_secs(env.parse("LEVELUP_API_HEADER_TIMEOUT_SECS", 10, positive)?),
+            api_body_timeout: Duration::from_secs(env.parse("LEVELUP_API_BODY_TIMEOUT_SECS", 10, positive)?),
+            api_max_connections_per_client: env.parse("LEVELUP_API_MAX_CONNECTIONS_PER_CLIENT", 64, positive)?,
+            webhook_rate_per_second: env.parse("LEVELUP_WEBHOOK_RATE_PER_SECOND", 50, positive)?,
+            webhook_burst: env.parse("LEVELUP_WEBHOOK_BURST", 200, positive)?,
             shopify_webhook_secret: env.optional_secret("LEVELUP_SHOPIFY_WEBHOOK_SECRET", 8)?,
+            shopify_shop_domain: env.shopify_shop_domain()?,
             sns_trusted_prefixes: env
                 .optional_string("LEVELUP_SNS_TRUSTED_CERT_PREFIXES")
                 .map(|raw| raw.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
                 .unwrap_or_default(),
+            sns_topic_arns: env.sns_topic_arns("LEVELUP_SNS_TOPIC_ARNS")?,
             metrics_bind: match env.optional_string("LEVELUP_METRICS_BIND") {
                 None => None,
                 Some(raw) => Some(
@@ -407,6 +430,44 @@ impl Env<'_> {
         }))
     }
 
+    /// `LEVELUP_SHOPIFY_SHOP_DOMAIN`, else `LEVELUP_SHOPIFY_SHOP` when that is a bare domain.
+    fn shopify_shop_domain(&self) -> Result<Option<String>, ConfigError> {
+        let is_domain =
+            |d: &str| d.contains('.') && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if let Some(domain) = self.optional_string("LEVELUP_SHOPIFY_SHOP_DOMAIN") {
+            if !is_domain(&domain) {
+                return Err(self.error(
+                    "LEVELUP_SHOPIFY_SHOP_DOMAIN",
+                    format!("expected `my-store.myshopify.com`, got `{domain}`"),
+                ));
+            }
+            return Ok(Some(domain.to_ascii_lowercase()));
+        }
+        Ok(self.optional_string("LEVELUP_SHOPIFY_SHOP").filter(|s| is_domain(s)).map(|s| s.to_ascii_lowercase()))
+    }
+
+    /// `arn:aws:sns:<region>:<account>:<topic>[,…]`.
+    fn sns_topic_arns(&self, var: &'static str) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = self.optional_string(var) else { return Ok(Vec::new()) };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|arn| !arn.is_empty())
+            .map(|arn| {
+                let parts: Vec<&str> = arn.split(':').collect();
+                let valid = parts.len() == 6
+                    && parts[0] == "arn"
+                    && parts[1].starts_with("aws")
+                    && parts[2] == "sns"
+                    && parts[3..].iter().all(|p| !p.is_empty());
+                if valid {
+                    Ok(arn.to_owned())
+                } else {
+                    Err(self.error(var, format!("expected `arn:aws:sns:<region>:<account>:<topic>`, got `{arn}`")))
+                }
+            })
+            .collect()
+    }
+
     /// `kid1:secret1,kid2:secret2`; every secret at least 32 characters.
     fn token_keys(&self, var: &'static str) -> Result<Vec<(String, SecretString)>, ConfigError> {
         let Some(raw) = self.optional_string(var) else { return Ok(Vec::new()) };
@@ -459,6 +520,9 @@ mod tests {
             ("LEVELUP_TOKEN_KEYS", "k1:short"),
             ("LEVELUP_ADMIN_API_KEY", "tiny"),
             ("LEVELUP_SYNC_CRON", "daily"),
+            ("LEVELUP_SNS_TOPIC_ARNS", "ses-events"),
+            ("LEVELUP_SHOPIFY_SHOP_DOMAIN", "https://x.myshopify.com"),
+            ("LEVELUP_SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123:t,arn:aws:s3:::bucket"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -17,6 +17,31 @@ use crate::{
     shopify::upsert::{self, CustomerRecord, Rules, Upserted},
 };
 
+/// Why a verified delivery is refused: its body is not what its topic carries. The HMAC covers
+/// the body only, so the topic header could be swapped on a captured genuine body (a
+/// `customers/update` resent as `shop/redact`); the body must match the topic it claims.
+pub fn check_shape(topic: &str, payload: &Value, our_shop: &str) -> Result<(), String> {
+    let has = |pointer: &str| payload.pointer(pointer).is_some_and(|v| !v.is_null());
+    let is_id = |pointer: &str| {
+        payload.pointer(pointer).is_some_and(|v| v.is_u64() || v.as_str().is_some_and(|s| !s.is_empty()))
+    };
+    let names_our_shop =
+        || payload.get("shop_domain").and_then(Value::as_str).is_some_and(|d| d.eq_ignore_ascii_case(our_shop));
+    let ok = match topic {
+        "customers/create" | "customers/update" => {
+            is_id("/id") && has("/email_marketing_consent") && !has("/line_items") && !has("/customer")
+        }
+        "customers/email_marketing_consent_update" => is_id("/customer_id") && has("/email_marketing_consent"),
+        "orders/paid" => is_id("/id") && payload.get("line_items").is_some_and(Value::is_array),
+        "customers/redact" => {
+            names_our_shop() && is_id("/customer/id") && payload.get("orders_to_redact").is_some_and(Value::is_array)
+        }
+        "shop/redact" => names_our_shop() && !has("/customer") && !has("/id"),
+        _ => true,
+    };
+    if ok { Ok(()) } else { Err(format!("the body is not a `{topic}` payload for {our_shop}")) }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum WebhookOutcome {
     Duplicate,
@@ -185,5 +210,31 @@ fn gid_of(kind: &str, value: &Value) -> Option<String> {
         Value::Number(n) => crate::shopify::gid(kind, &n.to_string()),
         Value::String(s) => crate::shopify::gid(kind, s),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check_shape;
+
+    const SHOP: &str = "s.myshopify.com";
+
+    #[test]
+    fn bodies_must_match_their_topic() {
+        let customer = json!({"id": 1, "email": "a@b.c", "email_marketing_consent": {"state": "subscribed"}});
+        let order = json!({"id": 9, "line_items": [], "customer": {"id": 1, "email": "a@b.c"}});
+        let redact = json!({"shop_domain": SHOP, "customer": {"id": 1}, "orders_to_redact": []});
+        let shop = json!({"shop_id": 1, "shop_domain": SHOP});
+        assert!(check_shape("customers/update", &customer, SHOP).is_ok());
+        assert!(check_shape("orders/paid", &order, SHOP).is_ok());
+        assert!(check_shape("customers/redact", &redact, SHOP).is_ok());
+        assert!(check_shape("shop/redact", &shop, SHOP).is_ok());
+        assert!(check_shape("shop/redact", &customer, SHOP).is_err());
+        assert!(check_shape("customers/redact", &order, SHOP).is_err());
+        assert!(check_shape("customers/update", &order, SHOP).is_err());
+        assert!(check_shape("shop/redact", &json!({"shop_domain": "other.myshopify.com"}), SHOP).is_err());
+        assert!(check_shape("customers/redact", &json!({"shop_domain": SHOP, "customer": {"id": 1}}), SHOP).is_err());
     }
 }

@@ -154,6 +154,14 @@ pub async fn import_csv(pool: &PgPool, csv_text: &str) -> anyhow::Result<ImportR
             .and_then(|c| record.get(c))
             .filter(|v| !v.is_empty())
             .map(|v| v.chars().take(200).collect::<String>());
+        // The name goes into the email's greeting: one line.
+        if first_name.as_deref().is_some_and(crate::domain::has_control_characters) {
+            report.errors.push(ImportError {
+                line,
+                message: "first_name: must be one line, without control characters".to_owned(),
+            });
+            continue;
+        }
         let inserted = sqlx::query(
             "INSERT INTO subscribers (email, first_name, level) VALUES ($1, $2, $3) ON CONFLICT ((lower(email))) DO NOTHING",
         )

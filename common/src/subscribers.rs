@@ -33,6 +33,11 @@ pub struct ChallengeRow {
     pub body: String,
 }
 
+/// Whether the subscriber still exists (a Shopify redaction deletes them while their links live on).
+pub async fn exists(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscribers WHERE id = $1)").bind(id).fetch_one(pool).await
+}
+
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<SubscriberView>> {
     sqlx::query_as("SELECT id, first_name, status, level FROM subscribers WHERE id = $1")
         .bind(id)

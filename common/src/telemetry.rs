@@ -34,6 +34,32 @@ pub fn redact_email(email: &str) -> String {
     }
 }
 
+/// Bucket bounds (seconds) of every histogram: request and job latencies, 1 ms to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Query parameters whose values are credentials: never logged.
+const CREDENTIAL_PARAMETERS: &[&str] =
+    &["token", "access_token", "key", "api_key", "apikey", "secret", "password", "signature", "sig", "code"];
+
+/// `uri` (a path with an optional query) with the values of credential query parameters replaced
+/// by `REDACTED`, for logs and traces. Other parameters are kept as sent.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else { return uri.to_owned() };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded = url::form_urlencoded::parse(name.as_bytes()).next().map(|(n, _)| n.to_ascii_lowercase());
+            if decoded.is_some_and(|n| CREDENTIAL_PARAMETERS.contains(&n.as_str())) {
+                format!("{name}=REDACTED")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", redacted.join("&"))
+}
+
 static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle, whose `render()`
@@ -41,8 +67,23 @@ static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandl
 pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     METRICS
         .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .expect("latency buckets are not empty")
+                .build_recorder();
             let handle = recorder.handle();
+            // Histogram samples are buffered until they are drained into their buckets; without a
+            // scraper that would be never. Drain them as we go.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("starting the metrics upkeep thread");
             // Another recorder may exist (e.g. several services in one test process): keep ours
             // as a handle anyway so rendering works.
             let _ = metrics::set_global_recorder(recorder);
@@ -61,4 +102,19 @@ pub fn serve_metrics(bind: std::net::SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("starting the metrics listener on LEVELUP_METRICS_BIND={bind}"))?;
     tracing::info!(%bind, "metrics listening");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_query_values_are_redacted() {
+        assert_eq!(redact_uri("/level?token=v1.t1.abc.def"), "/level?token=REDACTED");
+        assert_eq!(
+            redact_uri("/x?a=1&TOKEN=s&t%6Fken=s2&q=token&sig"),
+            "/x?a=1&TOKEN=REDACTED&t%6Fken=REDACTED&q=token&sig=REDACTED"
+        );
+        assert_eq!(redact_uri("/v1/admin/runs"), "/v1/admin/runs");
+    }
 }

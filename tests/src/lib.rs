@@ -24,6 +24,8 @@ pub use wait::wait_until;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub const SHOPIFY_WEBHOOK_SECRET: &str = "shopify-app-secret-for-tests";
+/// The store webhooks come from in tests (`LEVELUP_SHOPIFY_SHOP_DOMAIN`).
+pub const SHOPIFY_SHOP_DOMAIN: &str = "fake.myshopify.com";
 pub const TOKEN_KEYS: &str = "t1:test-token-signing-key-0123456789abcdef";
 
 /// One test's world: its own database and Redis namespace, and the environment that points the
@@ -95,7 +97,8 @@ impl TestEnv {
         }
         env.set("LEVELUP_SYNC_CRON", "0 0 0 1 1 * 2099")
             .set("LEVELUP_SYNC_CLAIM_TIMEOUT_SECS", "3")
-            .set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SHOPIFY_WEBHOOK_SECRET);
+            .set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SHOPIFY_WEBHOOK_SECRET)
+            .set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
         (env, outbox)
     }
 
@@ -139,7 +142,8 @@ pub fn token_signer() -> levelup_common::tokens::TokenSigner {
 }
 
 /// Delivers a Shopify webhook as Shopify does: raw JSON body, `X-Shopify-Hmac-SHA256` over it with
-/// the app secret (or the `signature` given), webhook id and topic headers.
+/// the app secret (or the `signature` given), webhook id, topic, shop domain
+/// ([`SHOPIFY_SHOP_DOMAIN`]) and triggered-at (now) headers.
 pub async fn deliver_shopify_webhook(
     client: &reqwest::Client,
     url: &str,
@@ -162,6 +166,8 @@ pub async fn deliver_shopify_webhook(
         .header("X-Shopify-Hmac-SHA256", signature)
         .header("X-Shopify-Webhook-Id", id)
         .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Shop-Domain", SHOPIFY_SHOP_DOMAIN)
+        .header("X-Shopify-Triggered-At", chrono::Utc::now().to_rfc3339())
         .body(raw)
         .send()
         .await

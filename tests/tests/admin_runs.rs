@@ -33,8 +33,22 @@ async fn triggering_a_run_needs_the_admin_key_and_is_idempotent() {
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
     let problem: Value = bad.json().await.unwrap();
-    assert_eq!(problem["type"], "https://levelup.dev/problems/invalid-week");
-    assert!(problem["detail"].as_str().unwrap().starts_with("week:"), "{problem}");
+    // Refused by the pattern the document declares for `week`, naming the field.
+    assert_eq!(problem["type"], "https://levelup.dev/problems/invalid-request");
+    assert!(problem["detail"].as_str().unwrap().contains("week"), "{problem}");
+    // A week that matches the pattern but does not exist is refused by the handler.
+    let no_such_week: Value = client
+        .post(&url)
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"week": "2021-W53"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(no_such_week["type"], "https://levelup.dev/problems/invalid-week", "{no_such_week}");
+    assert!(no_such_week["detail"].as_str().unwrap().starts_with("week:"), "{no_such_week}");
 
     let huge = json!({"week": "x".repeat(100 * 1024)});
     let too_large = client.post(&url).bearer_auth(ADMIN_KEY).json(&huge).send().await.unwrap();

@@ -1,14 +1,18 @@
 //! Cross-cutting API behaviour: Idempotency-Key, problem+json errors naming the field, rate
 //! limiting and load shedding.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
 
+use levelup_common::tokens::Purpose;
 use levelup_common::weekly_runs;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, wait_until};
+use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, token_signer, wait_until};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 #[tokio::test]
@@ -98,46 +102,14 @@ async fn each_client_is_rate_limited_with_retry_after_and_others_are_not_affecte
         }
     }
     assert_eq!(statuses, vec![200, 200, 200, 429, 429], "burst of 3, then limited");
-    // Another client (another credential) has its own budget; health checks are never limited.
-    let other = client.get(api.url("/v1/admin/runs")).bearer_auth("someone-else-0123456789").send().await.unwrap();
+    // Another client (another address) has its own budget; health checks are never limited.
+    let elsewhere = reqwest::Client::builder().local_address(IpAddr::from([127, 0, 4, 1])).build().unwrap();
+    let other = elsewhere.get(api.url("/v1/admin/runs")).bearer_auth("someone-else-0123456789").send().await.unwrap();
     assert_eq!(other.status(), 401, "reached the handler: not rate limited");
     for _ in 0..10 {
         assert_eq!(client.get(api.url("/healthz")).send().await.unwrap().status(), 200);
     }
     api.stop().await.unwrap();
-}
-
-/// A client uploading its request body slowly: the request line, headers and the first half of
-/// the body are sent; the server holds the request (and its in-flight slot) until the rest comes.
-struct SlowUpload {
-    stream: TcpStream,
-    rest: Vec<u8>,
-}
-
-impl SlowUpload {
-    async fn start(address: SocketAddr, path: &str, body: &str) -> Self {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let (first, rest) = body.as_bytes().split_at(body.len() / 2);
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(first).await.unwrap();
-        stream.flush().await.unwrap();
-        Self { stream, rest: rest.to_vec() }
-    }
-
-    /// Sends the rest of the body and returns the response's status code.
-    async fn finish(mut self) -> u16 {
-        self.stream.write_all(&self.rest).await.unwrap();
-        let mut response = Vec::new();
-        self.stream.read_to_end(&mut response).await.unwrap();
-        let response = String::from_utf8_lossy(&response);
-        let status = response.split_whitespace().nth(1).unwrap_or_default();
-        status.parse().unwrap_or_else(|_| panic!("no status line in {response:?}"))
-    }
 }
 
 #[tokio::test]
@@ -148,20 +120,25 @@ async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_t
         .set("LEVELUP_API_BURST", "100000");
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
-    let list_runs = || client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send();
+    let list_challenges = || client.get(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY).send();
+    let trigger = |week: &'static str| {
+        let request = client.post(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).json(&json!({ "week": week }));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
 
-    // Two slow uploads take both in-flight slots.
-    let first = SlowUpload::start(api.address, "/v1/admin/runs", r#"{"week": "2026-W47"}"#).await;
-    let second = SlowUpload::start(api.address, "/v1/admin/runs", r#"{"week": "2026-W48"}"#).await;
-    let shed = wait_until("the slow uploads to hold every in-flight slot", Duration::from_secs(10), || async {
-        let response = list_runs().await.unwrap();
+    // Two handlers stuck on the database (the table they write is locked) hold both slots.
+    let mut lock = env.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE weekly_runs IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let (first, second) = (trigger("2026-W47"), trigger("2026-W48"));
+    let shed = wait_until("two stuck handlers to hold every in-flight slot", Duration::from_secs(10), || async {
+        let response = list_challenges().await.unwrap();
         (response.status() == 503).then_some(response)
     })
     .await;
     assert_eq!(shed.headers()["retry-after"], "1");
 
     // A spike beyond the limit is refused at once, each with a problem and Retry-After.
-    let spike = futures::future::join_all((0..8).map(|_| list_runs())).await;
+    let spike = futures::future::join_all((0..8).map(|_| list_challenges())).await;
     for response in spike {
         let response = response.unwrap();
         assert_eq!(response.status(), 503);
@@ -173,11 +150,285 @@ async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_t
     assert_eq!(client.get(api.url("/healthz")).send().await.unwrap().status(), 200);
 
     // The requests that held the slots complete normally, and then the service is back.
-    assert_eq!(first.finish().await, 201);
-    assert_eq!(second.finish().await, 201);
-    assert!(weekly_runs::get(&env.db.pool, "2026-W48").await.unwrap().is_some(), "the held request took effect");
-    let after = list_runs().await.unwrap();
+    lock.rollback().await.unwrap();
+    assert_eq!(first.await.unwrap(), 201);
+    assert_eq!(second.await.unwrap(), 201);
+    let after = list_challenges().await.unwrap();
     assert_eq!(after.status(), 200, "slots are released when a response is sent");
-    assert_eq!(after.json::<Vec<Value>>().await.unwrap().len(), 2);
+    api.stop().await.unwrap();
+}
+
+/// A raw connection from `from` (any 127.x.y.z address: each is another client).
+async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Reads until the server closes the connection (or `deadline`); returns what it sent, or None
+/// if it was still open at the deadline.
+async fn read_until_closed(mut stream: TcpStream, deadline: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    match tokio::time::timeout(deadline, stream.read_to_end(&mut received)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// 256 clients that send headers announcing a 5,000-byte body and then stall (a slowloris on
+/// the body) hold connections, not handler slots: with default settings an ordinary request is
+/// still answered at once. The server closes each stalled connection within its documented
+/// timeouts (10 s for the body, 10 s for headers), answering 408 to the uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_hold_no_handler_slot_and_are_closed_within_the_timeouts() {
+    const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    let env = TestEnv::new().await;
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap().status(), 200);
+
+    // 256 stalled uploads from 8 addresses (32 each: under the per-client connection bound and the
+    // per-address rate limit burst, so every one of them reaches the body read).
+    let mut stalled = Vec::new();
+    for n in 0..256u32 {
+        let from = IpAddr::from([127, 0, 1, 1 + (n % 8) as u8]);
+        let mut stream = connect_from(from, api.address).await;
+        let head = format!(
+            "POST /v1/admin/runs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: 5000\r\n\r\n{{\"wee",
+            api.address
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // One connection with half a request line, one that never sends a byte.
+    let mut half_headers = connect_from(IpAddr::from([127, 0, 2, 1]), api.address).await;
+    half_headers.write_all(b"GET /v1/level HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let silent = connect_from(IpAddr::from([127, 0, 2, 2]), api.address).await;
+    let started = Instant::now();
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let response = client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap();
+        let took = asked.elapsed();
+        assert_eq!(response.status(), 200, "an ordinary request is served while 256 uploads stall");
+        assert!(took < Duration::from_secs(1), "answered in {took:?}");
+        slowest = slowest.max(took);
+    }
+
+    let slack = Duration::from_secs(15);
+    let uploads =
+        futures::future::join_all(stalled.into_iter().map(|s| read_until_closed(s, BODY_TIMEOUT + slack))).await;
+    for answer in &uploads {
+        let answer = answer.as_deref().expect("the server closed the stalled upload");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let closed_after = started.elapsed();
+    println!(
+        "GET /v1/level while 256 uploads stalled: slowest of 5 took {slowest:?}; all 256 closed with 408 after {closed_after:?}"
+    );
+    assert!(closed_after >= BODY_TIMEOUT - Duration::from_secs(1), "not before the timeout: {closed_after:?}");
+    assert!(read_until_closed(half_headers, HEADER_TIMEOUT + slack).await.is_some(), "incomplete headers time out");
+    assert!(read_until_closed(silent, HEADER_TIMEOUT + slack).await.is_some(), "a silent connection times out");
+    api.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_per_client_address_are_bounded() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_MAX_CONNECTIONS_PER_CLIENT", "4");
+    let api = spawn_api(env.config());
+    let greedy = IpAddr::from([127, 0, 3, 1]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from(greedy, api.address).await;
+        // A complete request on a kept-alive connection: the server answers and keeps it open.
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let extra = connect_from(greedy, api.address).await;
+    let refused = read_until_closed(extra, Duration::from_secs(5)).await;
+    assert_eq!(refused.as_deref(), Some(""), "the fifth connection is closed without an answer");
+    // Another client is served; and once the greedy one lets go of a connection, so is it again.
+    let other = reqwest::Client::new().get(api.url("/healthz")).send().await.unwrap();
+    assert_eq!(other.status(), 200);
+    drop(held.pop());
+    wait_until("a connection slot to be given back", Duration::from_secs(10), || async {
+        let mut stream = connect_from(greedy, api.address).await;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let answer = read_until_closed(stream, Duration::from_secs(5)).await?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    api.stop().await.unwrap();
+}
+
+/// The rate limit is keyed by the verified credential: a fresh junk token per request is the same
+/// client (its address), and does not eat into a verified client's budget.
+#[tokio::test]
+async fn junk_credentials_do_not_buy_fresh_rate_limit_budgets() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_RATE_PER_SECOND", "1").set("LEVELUP_API_BURST", "3");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let bearer = client.get(api.url("/v1/admin/runs")).bearer_auth(format!("junk-key-{n}-0123456789")).send();
+        statuses.push(bearer.await.unwrap().status().as_u16());
+        let token = client.get(api.url("/v1/level")).query(&[("token", format!("v1.t1.junk{n}.sig"))]).send();
+        statuses.push(token.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429, 429, 429, 429, 429], "one budget for the address");
+    // The admin key, verified, is its own client.
+    let admin = client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(admin.status(), 200);
+    api.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn webhooks_are_rate_limited_by_address() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_WEBHOOK_RATE_PER_SECOND", "1").set("LEVELUP_WEBHOOK_BURST", "2");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client.post(api.url("/v1/webhooks/shopify")).body("{}").send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, vec![503, 503, 429], "unconfigured (503) twice, then limited");
+    api.stop().await.unwrap();
+}
+
+/// Authentication comes before the Idempotency-Key: anonymous or forged requests get their 401
+/// and write nothing, even with a key a verified client has used.
+#[tokio::test]
+async fn idempotency_keys_are_only_stored_for_verified_clients() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_API_RATE_PER_SECOND", "100000").set("LEVELUP_API_BURST", "100000");
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    for n in 0..50 {
+        let forged = client
+            .post(api.url("/v1/questionnaire"))
+            .query(&[("token", format!("v1.t1.junk{n}.sig"))])
+            .header("Idempotency-Key", format!("junk-{n}"))
+            .json(&json!({"answers": [true, true, true, true, true, true]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401);
+    }
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM idempotency_keys").fetch_one(&env.db.pool).await.unwrap()
+    };
+    assert_eq!(stored().await, 0, "no row for an unverified request");
+
+    let trigger = |auth: Option<&str>| {
+        let mut request =
+            client.post(api.url("/v1/admin/runs")).header("Idempotency-Key", "k-1").json(&json!({"week": "2026-W47"}));
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    assert_eq!(trigger(Some(ADMIN_KEY)).await.unwrap().status(), 201);
+    assert_eq!(stored().await, 1);
+    let anonymous = trigger(None).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "not 422 or a replay: the key is not even looked at");
+    assert!(anonymous.headers().get("idempotent-replayed").is_none());
+    assert_eq!(trigger(Some("wrong-key-0123456789")).await.unwrap().status(), 401);
+    assert_eq!(trigger(Some(ADMIN_KEY)).await.unwrap().headers()["idempotent-replayed"], "true");
+    api.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
+    let env = TestEnv::new().await;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let post = |key: reqwest::header::HeaderValue| {
+        client
+            .post(api.url("/v1/admin/runs"))
+            .bearer_auth(ADMIN_KEY)
+            .header("Idempotency-Key", key)
+            .json(&json!({"week": "2026-W47"}))
+            .send()
+    };
+    for key in [
+        reqwest::header::HeaderValue::from_bytes("clé-ключ".as_bytes()).unwrap(),
+        reqwest::header::HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+    ] {
+        let response = post(key).await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["type"],
+            "https://levelup.dev/problems/invalid-idempotency-key"
+        );
+    }
+    assert!(weekly_runs::get(&env.db.pool, "2026-W47").await.unwrap().is_none(), "refused before running");
+    api.stop().await.unwrap();
+}
+
+/// `{"title": 12345, "body": true}` is not a challenge: fields declared as strings take strings.
+#[tokio::test]
+async fn json_fields_declared_as_strings_accept_only_strings() {
+    let env = TestEnv::new().await;
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let cases = [
+        (
+            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
+            json!({"level": 1, "title": 12345, "body": "b"}),
+            "title",
+        ),
+        (
+            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
+            json!({"level": 1, "title": "t", "body": true}),
+            "body",
+        ),
+        (
+            client.put(api.url("/v1/admin/challenges/1")).bearer_auth(ADMIN_KEY),
+            json!({"title": 1.5, "body": "b", "archived": false}),
+            "title",
+        ),
+        (client.post(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY), json!({"week": 202647}), "week"),
+        (
+            client.post(api.url("/v1/admin/jobs")).bearer_auth(ADMIN_KEY),
+            json!({"kind": "send_email", "subscriber_id": id, "week": false}),
+            "week",
+        ),
+        (
+            client.post(api.url("/v1/challenges/1/submissions")).query(&[("token", &token)]),
+            json!({"answer": 42, "passed": true}),
+            "answer",
+        ),
+    ];
+    for (request, body, field) in cases {
+        let response = request.json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["detail"], format!("{field}: must be a JSON string"), "{problem}");
+    }
+    let challenges: i64 = sqlx::query_scalar("SELECT count(*) FROM challenges").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(challenges, 0);
     api.stop().await.unwrap();
 }

@@ -2,7 +2,10 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use levelup_tests::{SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api};
+use levelup_common::tokens::Purpose;
+use levelup_tests::{
+    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api, token_signer,
+};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -17,7 +20,7 @@ fn sign(body: &str) -> String {
 #[tokio::test]
 async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
     let mut env = TestEnv::new().await;
-    env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SECRET);
+    env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SECRET).set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
     let pool = &env.db.pool;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
@@ -64,7 +67,7 @@ async fn shopify_webhooks_are_verified_deduplicated_and_applied_once() {
     assert_eq!(replayed_create.json::<Value>().await.unwrap()["outcome"], "duplicate");
     assert_eq!(status("ada@example.com").await.as_deref(), Some("unsubscribed"));
 
-    let redact = json!({"shop_id": 1, "customer": {"id": 7001, "email": "ada@example.com"}});
+    let redact = json!({"shop_id": 1, "shop_domain": SHOPIFY_SHOP_DOMAIN, "customer": {"id": 7001, "email": "ada@example.com"}, "orders_to_redact": []});
     let erased = deliver_shopify_webhook(&client, &url, "w-3", "customers/redact", &redact, None).await;
     assert_eq!(erased.json::<Value>().await.unwrap()["outcome"], "redacted");
     assert_eq!(status("ada@example.com").await, None, "personal data erased");
@@ -105,5 +108,146 @@ async fn without_a_secret_the_shopify_webhook_asks_to_be_redelivered_later() {
     let received: i64 =
         sqlx::query_scalar("SELECT count(*) FROM received_webhooks").fetch_one(&env.db.pool).await.unwrap();
     assert_eq!(received, 0, "nothing recorded: Shopify redelivers it");
+    api.stop().await.unwrap();
+}
+
+/// The HMAC covers the body only: a captured genuine delivery resent under another topic, from
+/// another shop's name, or long after the event, changes nothing.
+#[tokio::test]
+async fn captured_deliveries_cannot_be_relabelled_or_replayed() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SECRET).set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
+    let pool = &env.db.pool;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let url = api.url("/v1/webhooks/shopify");
+    let count =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM subscribers").fetch_one(pool).await.unwrap() };
+    for (id, email) in [(7001, "ada@example.com"), (7002, "bob@example.com")] {
+        let customer = json!({"id": id, "email": email, "email_marketing_consent": {"state": "subscribed"}});
+        let created =
+            deliver_shopify_webhook(&client, &url, &format!("c-{id}"), "customers/create", &customer, None).await;
+        assert_eq!(created.status(), 200);
+    }
+    assert_eq!(count().await, 2);
+
+    let customer_update =
+        json!({"id": 7001, "email": "ada@example.com", "email_marketing_consent": {"state": "subscribed"}});
+    let order = json!({"id": 9001, "email": "bob@example.com", "line_items": [{"product_id": 1}],
+        "customer": {"id": 7002, "email": "bob@example.com"}});
+    // Replayed with its genuine signature: only the headers change.
+    let replay = |body: &Value, id: &str, topic: &str, shop: &str, triggered_at: String| {
+        let raw = body.to_string();
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("X-Shopify-Hmac-SHA256", sign(&raw))
+            .header("X-Shopify-Webhook-Id", id)
+            .header("X-Shopify-Topic", topic)
+            .header("X-Shopify-Shop-Domain", shop)
+            .header("X-Shopify-Triggered-At", triggered_at)
+            .body(raw)
+            .send()
+    };
+    let now = || chrono::Utc::now().to_rfc3339();
+    let refused = [
+        (
+            replay(&customer_update, "r-1", "shop/redact", SHOPIFY_SHOP_DOMAIN, now()).await.unwrap(),
+            400,
+            "topic-mismatch",
+        ),
+        (replay(&order, "r-2", "customers/redact", SHOPIFY_SHOP_DOMAIN, now()).await.unwrap(), 400, "topic-mismatch"),
+        (replay(&order, "r-3", "customers/update", SHOPIFY_SHOP_DOMAIN, now()).await.unwrap(), 400, "topic-mismatch"),
+        (
+            replay(&customer_update, "r-4", "customers/update", "evil.myshopify.com", now()).await.unwrap(),
+            401,
+            "wrong-shop",
+        ),
+        (
+            replay(
+                &customer_update,
+                "r-5",
+                "customers/update",
+                SHOPIFY_SHOP_DOMAIN,
+                (chrono::Utc::now() - chrono::TimeDelta::hours(5)).to_rfc3339(),
+            )
+            .await
+            .unwrap(),
+            400,
+            "stale-webhook",
+        ),
+    ];
+    for (response, status, kind) in refused {
+        assert_eq!(response.status(), status);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], format!("https://levelup.dev/problems/{kind}"), "{problem}");
+    }
+    assert_eq!(count().await, 2, "nobody was erased");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM received_webhooks WHERE webhook_id LIKE 'r-%'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "refused deliveries are not recorded: a genuine one with that id still applies");
+
+    // A genuine shop/redact names our shop in its (signed) body.
+    let other_shop = json!({"shop_id": 2, "shop_domain": "evil.myshopify.com"});
+    let refused = replay(&other_shop, "r-6", "shop/redact", SHOPIFY_SHOP_DOMAIN, now()).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(count().await, 2);
+    api.stop().await.unwrap();
+}
+
+/// After `customers/redact`, the subscriber's links (which live on in old emails) get the same
+/// answer from every operation: 401, never a 500.
+#[tokio::test]
+async fn a_redacted_subscribers_links_answer_401_everywhere() {
+    let mut env = TestEnv::new().await;
+    env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", SECRET).set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
+    let pool = &env.db.pool;
+    let api = spawn_api(env.config());
+    let client = reqwest::Client::new();
+    let url = api.url("/v1/webhooks/shopify");
+    let customer = json!({"id": 7001, "email": "ada@example.com", "email_marketing_consent": {"state": "subscribed"}});
+    deliver_shopify_webhook(&client, &url, "w-1", "customers/create", &customer, None).await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers").fetch_one(pool).await.unwrap();
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let access = token_signer().issue(id, Purpose::Access, expires).unwrap();
+    let unsubscribe = token_signer().issue(id, Purpose::Unsubscribe, expires).unwrap();
+    let redact = json!({"shop_id": 1, "shop_domain": SHOPIFY_SHOP_DOMAIN,
+        "customer": {"id": 7001, "email": "ada@example.com"}, "orders_to_redact": []});
+    let erased = deliver_shopify_webhook(&client, &url, "w-2", "customers/redact", &redact, None).await;
+    assert_eq!(erased.status(), 200);
+
+    let form = "application/x-www-form-urlencoded";
+    let requests = [
+        client.get(api.url("/v1/level")).query(&[("token", &access)]),
+        client
+            .post(api.url("/v1/questionnaire"))
+            .query(&[("token", &access)])
+            .json(&json!({"answers": [true, false, false, false, false, false]})),
+        client.get(api.url("/v1/challenges/1")).query(&[("token", &access)]),
+        client
+            .post(api.url("/v1/challenges/1/submissions"))
+            .query(&[("token", &access)])
+            .json(&json!({"answer": "x", "passed": true})),
+        client.get(api.url("/level")).query(&[("token", &access)]),
+        client.get(api.url("/questionnaire")).query(&[("token", &access)]),
+        client.post(api.url("/questionnaire")).header("content-type", form).body(format!("token={access}&q0=yes")),
+        client.get(api.url("/challenge/1")).query(&[("token", &access)]),
+        client.post(api.url("/challenge/1")).header("content-type", form).body(format!("token={access}&answer=x")),
+        client.get(api.url("/unsubscribe")).query(&[("token", &unsubscribe)]),
+        client
+            .post(api.url("/unsubscribe"))
+            .query(&[("token", &unsubscribe)])
+            .header("content-type", form)
+            .body("List-Unsubscribe=One-Click"),
+    ];
+    for request in requests {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url().path());
+        let response = client.execute(request).await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+    }
     api.stop().await.unwrap();
 }

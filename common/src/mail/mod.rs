@@ -59,6 +59,12 @@ pub async fn transport_from_config(config: &Config) -> anyhow::Result<Arc<dyn Ma
     })
 }
 
+/// A header name as RFC 5322 allows it (printable ASCII but `:`); anything else is dropped, so a
+/// name can never carry a value or a line break of its own.
+pub fn header_name(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_graphic() && *c != ':').collect()
+}
+
 /// Splits `Name <addr@host>` into its parts; a bare address has no name.
 pub fn split_mailbox(mailbox: &str) -> (Option<&str>, &str) {
     match (mailbox.find('<'), mailbox.rfind('>')) {

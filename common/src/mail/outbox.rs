@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use mail_builder::{MessageBuilder, headers::raw::Raw};
 
-use super::{MailTransport, OutgoingEmail, SendError, split_mailbox};
+use super::{MailTransport, OutgoingEmail, SendError, header_name, split_mailbox};
+use crate::domain::one_line;
 
 pub struct OutboxTransport {
     dir: PathBuf,
@@ -19,16 +20,18 @@ impl OutboxTransport {
     }
 
     pub fn render_eml(email: &OutgoingEmail, message_id: &str) -> std::io::Result<String> {
+        // mail-builder writes ASCII header values as they are: every value is made one line here,
+        // so no field can add a header (or end the headers) whatever it holds.
         let (from_name, from_address) = split_mailbox(&email.from);
         let mut builder = MessageBuilder::new()
-            .message_id(message_id.to_owned())
-            .from((from_name.unwrap_or("").to_owned(), from_address.to_owned()))
-            .to(email.to.clone())
-            .subject(email.subject.clone())
+            .message_id(one_line(message_id))
+            .from((one_line(from_name.unwrap_or("")), one_line(from_address)))
+            .to(one_line(&email.to))
+            .subject(one_line(&email.subject))
             .text_body(email.text.clone())
             .html_body(email.html.clone());
         for (name, value) in &email.headers {
-            builder = builder.header(name.clone(), Raw::new(value.clone()));
+            builder = builder.header(header_name(name), Raw::new(one_line(value)));
         }
         builder.write_to_string()
     }

@@ -4,6 +4,7 @@
 use url::Url;
 
 use super::OutgoingEmail;
+use crate::domain::one_line;
 
 /// What the email is about.
 pub enum EmailBody<'a> {
@@ -62,15 +63,15 @@ pub fn render(
     links: &Links,
     delivery_id: i64,
 ) -> OutgoingEmail {
-    let greeting = match first_name.map(str::trim).filter(|n| !n.is_empty()) {
+    let greeting = match first_name.map(one_line).as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => format!("Hi {name},"),
         None => "Hi,".to_owned(),
     };
     let (subject, intro, heading, detail, action) = match body {
         EmailBody::Challenge { level, title, body, .. } => (
-            format!("Your weekly challenge: {title}"),
+            format!("Your weekly challenge: {}", one_line(title)),
             format!("Here is this week's level {level} challenge."),
-            title.to_string(),
+            one_line(title),
             body.to_string(),
             "Open the challenge and submit your answer",
         ),
@@ -143,5 +144,15 @@ mod tests {
             ("List-Unsubscribe".into(), "<https://levelup.example/unsubscribe?token=UNSUB>".into())
         );
         assert_eq!(email.headers[1].1, "List-Unsubscribe=One-Click");
+    }
+
+    #[test]
+    fn line_breaks_in_names_and_titles_stay_on_their_line() {
+        let base = Url::parse("https://levelup.example/").unwrap();
+        let body = EmailBody::Challenge { challenge_id: 9, level: 2, title: "X\r\nBcc: t@evil.example", body: "b" };
+        let links = Links::new(&base, &body, "A", "U");
+        let email = render("a@levelup.example", "x@y.example", Some("Ada\r\nP.S. click"), &body, &links, 5);
+        assert_eq!(email.subject, "Your weekly challenge: X  Bcc: t@evil.example");
+        assert!(email.text.starts_with("Hi Ada  P.S. click,\n"), "{}", email.text);
     }
 }

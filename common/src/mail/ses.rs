@@ -10,7 +10,7 @@ use aws_sdk_sesv2::{
 };
 
 use super::{MailTransport, OutgoingEmail, SendError};
-use crate::config::SesConfig;
+use crate::{config::SesConfig, domain::one_line};
 
 pub struct SesTransport {
     client: Client,
@@ -44,11 +44,14 @@ impl MailTransport for SesTransport {
     #[tracing::instrument(skip_all, fields(delivery_id = email.delivery_id))]
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
         let permanent = |e: aws_sdk_sesv2::error::BuildError| SendError::Permanent { reason: e.to_string() };
-        let mut message = Message::builder().subject(Self::content(&email.subject, true)?).body(
+        // Header values are made one line here (SES builds the MIME message from them), so no
+        // field can add a header whatever it holds.
+        let mut message = Message::builder().subject(Self::content(&one_line(&email.subject), true)?).body(
             Body::builder().text(Self::content(&email.text, true)?).html(Self::content(&email.html, true)?).build(),
         );
         for (name, value) in &email.headers {
-            message = message.headers(MessageHeader::builder().name(name).value(value).build().map_err(permanent)?);
+            let header = MessageHeader::builder().name(super::header_name(name)).value(one_line(value));
+            message = message.headers(header.build().map_err(permanent)?);
         }
         let tag = MessageTag::builder()
             .name("delivery_id")
@@ -58,8 +61,8 @@ impl MailTransport for SesTransport {
         let result = self
             .client
             .send_email()
-            .from_email_address(&email.from)
-            .destination(Destination::builder().to_addresses(&email.to).build())
+            .from_email_address(one_line(&email.from))
+            .destination(Destination::builder().to_addresses(one_line(&email.to)).build())
             .content(EmailContent::builder().simple(message.build()).build())
             .email_tags(tag)
             .set_configuration_set_name(self.configuration_set.clone())

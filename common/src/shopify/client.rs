@@ -219,7 +219,9 @@ impl ShopifyClient {
             .get(url)
             .send()
             .await
-            .map_err(|err| ShopifyError::Transient(format!("bulk result download failed: {err}")))?;
+            // The result URL is signed (a credential for a week): never in an error, a log or the
+            // sync's stored error.
+            .map_err(|err| ShopifyError::Transient(format!("bulk result download failed: {}", err.without_url())))?;
         match response.status() {
             s if s.is_success() => Ok(response),
             s if s.is_server_error() => Err(ShopifyError::Transient(format!("bulk result download: HTTP {s}"))),
@@ -450,7 +452,10 @@ impl JsonlLines {
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Ok(None) => self.done = true,
-                Err(err) => return Err(ShopifyError::Transient(format!("bulk result download broke off: {err}"))),
+                Err(err) => {
+                    let err = err.without_url();
+                    return Err(ShopifyError::Transient(format!("bulk result download broke off: {err}")));
+                }
             }
         }
     }

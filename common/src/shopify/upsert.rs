@@ -56,6 +56,9 @@ pub async fn apply(
     seen_by_sync: Option<i64>,
 ) -> sqlx::Result<Upserted> {
     let email = customer.email.lowercase();
+    // The name comes from the store (anyone can type anything into a checkout) and goes into the
+    // email's greeting: one line.
+    let first_name = customer.first_name.as_deref().map(crate::domain::one_line);
     let existing = sqlx::query(
         "SELECT id, status, status_changed_at, shopify_customer_id, lower(email) AS email_lower FROM subscribers
          WHERE shopify_customer_id = $1 OR lower(email) = $2
@@ -105,7 +108,7 @@ pub async fn apply(
              ON CONFLICT DO NOTHING",
         )
         .bind(customer.email.as_str())
-        .bind(&customer.first_name)
+        .bind(&first_name)
         .bind(&customer.gid)
         .bind(seen_by_sync)
         .execute(&mut *tx)
@@ -130,7 +133,7 @@ pub async fn apply(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(&customer.first_name)
+    .bind(&first_name)
     .bind(&customer.gid)
     .bind(customer.email.as_str())
     .bind(seen_by_sync)
