@@ -119,6 +119,18 @@ impl TestEnv {
         .await
     }
 
+    /// Adds a subscriber at `level` and returns their id with a link token valid for an hour.
+    pub async fn subscriber_with_access_token(&self, email: &str, level: i16) -> (i64, String) {
+        let id: i64 = sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ($1, $2) RETURNING id")
+            .bind(email)
+            .bind(level)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+        let expires = chrono::Utc::now().timestamp() + 3600;
+        (id, token_signer().issue(id, levelup_common::tokens::Purpose::Access, expires).unwrap())
+    }
+
     pub fn config(&self) -> Config {
         Config::from_lookup(|k| self.vars.get(k).cloned()).expect("test configuration is valid")
     }

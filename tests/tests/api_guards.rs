@@ -6,9 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use levelup_common::tokens::Purpose;
 use levelup_common::weekly_runs;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, token_signer, wait_until};
+use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, wait_until};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -184,12 +183,7 @@ async fn stalled_uploads_hold_no_handler_slot_and_are_closed_within_the_timeouts
     const BODY_TIMEOUT: Duration = Duration::from_secs(10);
     const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     let env = TestEnv::new().await;
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let (_, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     assert_eq!(client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap().status(), 200);
@@ -385,12 +379,7 @@ async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
 #[tokio::test]
 async fn json_fields_declared_as_strings_accept_only_strings() {
     let env = TestEnv::new().await;
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let (id, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let cases = [

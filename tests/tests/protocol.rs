@@ -1,8 +1,7 @@
 //! Protocol details: `Allow` on every 405, security headers on pages, `/metrics` off the API port
 //! on request, and an OpenAPI document that states the bounds the handlers enforce.
 
-use levelup_common::tokens::Purpose;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, token_signer};
+use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api};
 use serde_json::Value;
 
 #[tokio::test]
@@ -47,12 +46,7 @@ async fn every_405_says_which_methods_the_route_takes() {
 #[tokio::test]
 async fn pages_and_the_admin_page_forbid_scripts_framing_and_sniffing() {
     let env = TestEnv::new().await;
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let (_, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let pages = [

@@ -14,12 +14,7 @@ use levelup_tests::{ADMIN_KEY, TestEnv, processes::binary_path, token_signer, wa
 async fn link_tokens_and_keys_never_reach_the_log() {
     let mut env = TestEnv::new().await;
     env.set("LEVELUP_LOG", "info").set("LEVELUP_LOG_FORMAT", "json");
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO subscribers (email, level) VALUES ('ada@example.com', 1) RETURNING id")
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    let token = token_signer().issue(id, Purpose::Access, chrono::Utc::now().timestamp() + 3600).unwrap();
+    let (id, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let unsubscribe = token_signer().issue(id, Purpose::Unsubscribe, chrono::Utc::now().timestamp() + 3600).unwrap();
     let mut child = Command::new(binary_path("levelup-api"))
         .env_clear()
