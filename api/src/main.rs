@@ -2,7 +2,7 @@
 //! that set up its database.
 
 use anyhow::Context;
-use levelup_common::{db, demo, process, shutdown};
+use levelup_common::{db, db::demo, runtime::process, runtime::shutdown};
 
 const USAGE: &str = "usage: levelup-api [serve | migrate | seed-demo]";
 

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use levelup_common::{Config, db, redis_conn};
+use levelup_common::{Config, db, runtime::redis_conn};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
@@ -8,8 +8,8 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub signer: levelup_common::tokens::TokenSigner,
-    pub sns: levelup_common::sns::SnsVerifier,
+    pub signer: levelup_common::domain::tokens::TokenSigner,
+    pub sns: levelup_common::mail::sns::SnsVerifier,
     pub db: PgPool,
     pub redis: RedisHandle,
 }
@@ -31,8 +31,8 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         Ok(Self {
-            signer: levelup_common::tokens::TokenSigner::new(config.token_keys.clone()),
-            sns: levelup_common::sns::SnsVerifier::new(config.sns_trusted_prefixes.clone()),
+            signer: levelup_common::domain::tokens::TokenSigner::new(config.token_keys.clone()),
+            sns: levelup_common::mail::sns::SnsVerifier::new(config.sns_trusted_prefixes.clone()),
             db: db::connect_lazy(&config)?,
             redis: RedisHandle { config: config.clone(), connection: Arc::default() },
             config,
@@ -45,15 +45,15 @@ impl AppState {
     pub fn verify(
         &self,
         token: &str,
-        purpose: levelup_common::tokens::Purpose,
-    ) -> Result<levelup_common::tokens::Claims, levelup_common::tokens::TokenError> {
+        purpose: levelup_common::domain::tokens::Purpose,
+    ) -> Result<levelup_common::domain::tokens::Claims, levelup_common::domain::tokens::TokenError> {
         self.signer.verify(token, purpose, chrono::Utc::now().timestamp())
     }
 }
 
 impl AppState {
     /// Which Shopify customers are subscribers (the configured product's buyers, or all consenting).
-    pub fn shopify_rules(&self) -> levelup_common::shopify::upsert::Rules {
-        levelup_common::shopify::upsert::Rules::from_config(&self.config)
+    pub fn shopify_rules(&self) -> levelup_common::db::shopify_consent::Rules {
+        levelup_common::db::shopify_consent::Rules::from_config(&self.config)
     }
 }

@@ -306,7 +306,7 @@ impl Config {
 
 mod subtle_eq {
     /// Compares without an early exit so response time does not reveal how much of a key matched.
-    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         if a.len() != b.len() {
             return false;
         }

@@ -1,28 +1,22 @@
-//! What more than one LevelUp process needs: configuration, domain types, database access,
-//! job payloads and queue names, the mail transports, resilience pieces and telemetry.
+//! What more than one LevelUp process needs, in layers (see `ARCHITECTURE.md`):
+//!
+//! - [`domain`]: parsed values and the states the database stores (no I/O);
+//! - [`db`]: every SQL statement, one module per table or aggregate;
+//! - [`flows`]: subscriber operations shared by the HTML pages and the JSON API;
+//! - [`jobs`]: job payloads, queues and the plumbing every job shares;
+//! - [`mail`], [`shopify`]: the only code that talks to SES/SNS and Shopify;
+//! - [`resilience`]: retry policy, circuit breaker, fleet-wide rate limiter;
+//! - [`runtime`]: process start-up, shutdown, telemetry and connections;
+//! - [`config`]: the typed configuration every process reads once.
 
-pub mod challenges;
 pub mod config;
 pub mod db;
-pub mod dead_letters;
-pub mod deliveries;
-pub mod demo;
 pub mod domain;
-pub mod idempotency_keys;
+pub mod flows;
 pub mod jobs;
 pub mod mail;
-pub mod process;
-pub mod queue;
-pub mod redis_conn;
 pub mod resilience;
+pub mod runtime;
 pub mod shopify;
-pub mod shopify_webhooks;
-pub mod shutdown;
-pub mod sns;
-pub mod subscriber_admin;
-pub mod subscribers;
-pub mod telemetry;
-pub mod tokens;
-pub mod weekly_runs;
 
 pub use config::Config;

@@ -13,6 +13,8 @@
 //!
 //! The scheduler only writes the ledger and enqueues; it never sends mail or calls Shopify.
 
+mod gauges;
+
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -20,11 +22,12 @@ use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use chrono::{DateTime, Utc};
 use levelup_common::{
     Config, db,
-    domain::IsoWeek,
+    db::weekly_runs::{self, FanOutPage, Push},
+    domain::{IsoWeek, RunStatus},
+    jobs::queue,
     jobs::{SendChallengeEmail, ShopifyJob},
-    queue, redis_conn, shopify,
-    shutdown::CancellationToken,
-    weekly_runs::{self, FanOutPage, Push},
+    runtime::redis_conn,
+    runtime::shutdown::CancellationToken,
 };
 use sqlx::PgPool;
 
@@ -39,6 +42,7 @@ pub struct Scheduler {
     sync_storage: apalis_redis::RedisStorage<ShopifyJob>,
     redis: apalis_redis::ConnectionManager,
     last_worker_sweep: Option<std::time::Instant>,
+    last_gauges: Option<std::time::Instant>,
     config: Config,
     schedule: cron::Schedule,
     sync_schedule: cron::Schedule,
@@ -86,6 +90,7 @@ impl Scheduler {
             sync_storage: queue::sync_storage(&config, redis.clone()),
             redis,
             last_worker_sweep: None,
+            last_gauges: None,
             sync_schedule,
             owner: format!("scheduler-{}", config.worker_name),
             schedule,
@@ -95,7 +100,14 @@ impl Scheduler {
 
     pub async fn tick(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         self.create_due_run().await?;
-        levelup_common::idempotency_keys::delete_expired(&self.pool).await?;
+        if self.last_gauges.is_none_or(|at| at.elapsed() >= gauges::INTERVAL) {
+            self.last_gauges = Some(std::time::Instant::now());
+            let runs = weekly_runs::unfinished(&self.pool).await?;
+            if let Err(err) = gauges::export(&self.pool, &mut self.redis, &self.config, &runs).await {
+                tracing::warn!(error = %format!("{err:#}"), "gauges not refreshed");
+            }
+        }
+        levelup_common::db::idempotency_keys::delete_expired(&self.pool).await?;
         if let Err(err) = self.sweep_queues().await {
             tracing::warn!(error = %format!("{err:#}"), "queue sweep failed");
         }
@@ -109,7 +121,7 @@ impl Scheduler {
             if shutdown.is_cancelled() {
                 break;
             }
-            self.advance(&week, shutdown).await.with_context(|| format!("advancing run {week}"))?;
+            self.advance(week, shutdown).await.with_context(|| format!("advancing run {week}"))?;
         }
         Ok(())
     }
@@ -129,27 +141,34 @@ impl Scheduler {
     }
 
     /// Moves one run forward as far as it can in this tick.
-    async fn advance(&mut self, week: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn advance(&mut self, week: IsoWeek, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let lease_ttl = self.config.scheduler_tick * 10 + std::time::Duration::from_secs(5);
         let Some(run) = weekly_runs::acquire_lease(&self.pool, week, &self.owner, lease_ttl).await? else {
             return Ok(()); // another replica holds it, or it just completed
         };
-        if run.status == "fanning_out" {
+        if run.status == RunStatus::FanningOut {
+            // Between pages, once per tick (not after every page: a page takes milliseconds, and
+            // feeding asks Postgres and Redis what the queue holds): renew the lease, and feed,
+            // so workers start at once while the fan-out goes on. Every page is fenced by the
+            // lease anyway.
+            let mut last_fed: Option<std::time::Instant> = None;
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
                 match weekly_runs::fan_out_page(&self.pool, week, &self.owner, self.config.fanout_page_size).await? {
                     FanOutPage::Written { .. } => {
-                        // Keep the lease alive through a long fan-out.
+                        if last_fed.is_some_and(|at| at.elapsed() < self.config.scheduler_tick) {
+                            continue;
+                        }
                         if weekly_runs::acquire_lease(&self.pool, week, &self.owner, lease_ttl).await?.is_none() {
                             return Ok(());
                         }
-                        // Start feeding while the fan-out goes on, so workers start at once.
                         self.feed(week).await?;
+                        last_fed = Some(std::time::Instant::now());
                     }
                     FanOutPage::Done => {
-                        tracing::info!(week, "fan-out complete");
+                        tracing::info!(%week, "fan-out complete");
                         break;
                     }
                     FanOutPage::LeaseLost => return Ok(()),
@@ -159,14 +178,14 @@ impl Scheduler {
         self.feed(week).await?;
         if weekly_runs::complete_if_done(&self.pool, week).await? {
             let progress = weekly_runs::progress(&self.pool, week).await?;
-            tracing::info!(week, ?progress, "weekly run completed");
+            tracing::info!(%week, ?progress, "weekly run completed");
         }
         Ok(())
     }
 
     /// Tops the queue up to the window: rows due for an attempt first, then pushed rows whose job
     /// is gone from the queue. Each push is recorded (fenced by the lease) before it is made.
-    async fn feed(&mut self, week: &str) -> anyhow::Result<()> {
+    async fn feed(&mut self, week: IsoWeek) -> anyhow::Result<()> {
         let outstanding = weekly_runs::outstanding(&self.pool, week).await?;
         let free = self.config.queue_window - outstanding;
         let mut pushes = Vec::new();
@@ -183,7 +202,7 @@ impl Scheduler {
                 let Some(again) = weekly_runs::reserve_repush(&self.pool, week, &self.owner, &lost).await? else {
                     anyhow::bail!("lease on {week} lost while feeding");
                 };
-                tracing::info!(week, repushed = again.len(), "pushing again jobs missing from the queue");
+                tracing::info!(%week, repushed = again.len(), "pushing again jobs missing from the queue");
                 pushes.extend(again);
             }
         }
@@ -203,12 +222,12 @@ impl Scheduler {
                 .await
                 .map_err(|e| anyhow::anyhow!("pushing email jobs: {e}"))?;
         }
-        tracing::debug!(week, pushed = pushes.len(), outstanding, "fed the email queue");
+        tracing::debug!(%week, pushed = pushes.len(), outstanding, "fed the email queue");
         Ok(())
     }
 
     /// Pushed rows, unfinished for a while, whose job no longer exists in the queue.
-    async fn lost_pushes(&mut self, week: &str, limit: i64) -> anyhow::Result<Vec<Push>> {
+    async fn lost_pushes(&mut self, week: IsoWeek, limit: i64) -> anyhow::Result<Vec<Push>> {
         let (repush_after, claim_timeout) = (self.config.repush_after, self.config.claim_timeout);
         let candidates =
             weekly_runs::pushed_but_maybe_lost(&self.pool, week, repush_after, claim_timeout, limit).await?;
@@ -241,13 +260,13 @@ impl Scheduler {
     async fn shopify_tick(&mut self) -> anyhow::Result<()> {
         let tz = self.config.schedule_timezone;
         if let Some(fired) = latest_firing(&self.sync_schedule, tz, Utc::now())
-            && let Some(started) = shopify::sync::start_if_due(&self.pool, fired.with_timezone(&Utc)).await?
+            && let Some(started) = db::shopify_syncs::start_if_due(&self.pool, fired.with_timezone(&Utc)).await?
         {
             tracing::info!(sync_id = started.id, fired_at = %fired, "scheduled Shopify sync started");
         }
         let stale_after = self.config.sync.claim_timeout;
-        let pages = shopify::sync::pages_to_push(&self.pool, stale_after).await?;
-        let writebacks = shopify::writeback::to_push(&self.pool, stale_after, 500).await?;
+        let pages = db::shopify_syncs::pages_to_push(&self.pool, stale_after).await?;
+        let writebacks = db::shopify_writebacks::to_push(&self.pool, stale_after, 500).await?;
         let jobs: Vec<ShopifyJob> = pages
             .iter()
             .map(|&(sync_id, page)| ShopifyJob::SyncPage { sync_id, page })
@@ -263,7 +282,7 @@ impl Scheduler {
     async fn release_leases(&self) {
         if let Ok(weeks) = weekly_runs::unfinished(&self.pool).await {
             for week in weeks {
-                let _ = weekly_runs::release_lease(&self.pool, &week, &self.owner).await;
+                let _ = weekly_runs::release_lease(&self.pool, week, &self.owner).await;
             }
         }
     }

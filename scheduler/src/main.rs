@@ -2,7 +2,7 @@
 //! for a week (e.g. `2026-W47`) for the running schedulers to carry out. Stops cleanly on
 //! SIGTERM/SIGINT.
 
-use levelup_common::{db, domain::IsoWeek, process, shutdown, weekly_runs};
+use levelup_common::{db, db::weekly_runs, domain::IsoWeek, runtime::process, runtime::shutdown};
 
 const USAGE: &str = "usage: levelup-scheduler [run | trigger <ISO week, e.g. 2026-W47>]";
 
@@ -30,7 +30,7 @@ async fn main() {
     };
     let config = process::start("levelup-scheduler");
     let result = match week {
-        None => match config.metrics_bind.map(levelup_common::telemetry::serve_metrics).transpose() {
+        None => match config.metrics_bind.map(levelup_common::runtime::telemetry::serve_metrics).transpose() {
             Ok(_) => levelup_scheduler::run(config, shutdown::on_signal()).await,
             Err(err) => Err(err),
         },

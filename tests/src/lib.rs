@@ -1,14 +1,17 @@
 //! The LevelUp test kit: a fresh Postgres database per test (cloned from a migrated template),
 //! a fresh Redis namespace per test, helpers that start the API in-process or the binaries as OS
-//! processes, and waiting on conditions with deadlines.
+//! processes, the worker and scheduler in-process ([`InProcessFleet`]), typed API clients
+//! ([`AdminClient`], [`SubscriberClient`]), and waiting on conditions with deadlines.
 //!
 //! Tests reach the servers named by `DATABASE_URL` and `REDIS_URL` (defaults: the local ones);
 //! `scripts/test` makes sure they run.
 
+pub mod clients;
 pub mod db;
 pub mod fake_ses;
 pub mod fake_shopify;
 pub mod fixtures;
+pub mod fleet;
 pub mod processes;
 pub mod redis_ns;
 pub mod redis_server;
@@ -16,9 +19,11 @@ pub mod wait;
 
 use std::collections::HashMap;
 
-use levelup_common::Config;
+use levelup_common::{Config, domain::RunStatus};
 
+pub use clients::{AdminClient, SubscriberClient};
 pub use db::TestDb;
+pub use fleet::InProcessFleet;
 pub use redis_ns::TestRedis;
 pub use wait::wait_until;
 
@@ -112,11 +117,41 @@ impl TestEnv {
         &self,
         week: &str,
         deadline: std::time::Duration,
-    ) -> levelup_common::weekly_runs::WeeklyRun {
+    ) -> levelup_common::db::weekly_runs::WeeklyRun {
+        let week = levelup_common::domain::IsoWeek::parse(week).expect("an ISO week");
         wait_until(&format!("run {week} to complete"), deadline, || async {
-            levelup_common::weekly_runs::get(&self.db.pool, week).await.unwrap().filter(|r| r.status == "completed")
+            levelup_common::db::weekly_runs::get(&self.db.pool, week)
+                .await
+                .unwrap()
+                .filter(|r| r.status == RunStatus::Completed)
         })
         .await
+    }
+
+    /// A worker and a scheduler in this process, on this test's configuration.
+    pub fn in_process_fleet(&self) -> InProcessFleet {
+        InProcessFleet::start(self.config(), 1, 1)
+    }
+
+    /// Delivers what is due for `week` without OS processes: a worker and a scheduler run in this
+    /// process until `week`'s run is completed (fanned out, and no delivery `queued` or
+    /// `sending`), at most a minute; then they are stopped and the run is returned. The week must
+    /// have a run (or get one meanwhile).
+    pub async fn run_due_deliveries(&self, week: &str) -> levelup_common::db::weekly_runs::WeeklyRun {
+        let week = levelup_common::domain::IsoWeek::parse(week).expect("an ISO week");
+        let fleet = self.in_process_fleet();
+        let run = wait_until(&format!("run {week} to complete in-process"), std::time::Duration::from_secs(60), || {
+            fleet.assert_running();
+            async {
+                levelup_common::db::weekly_runs::get(&self.db.pool, week)
+                    .await
+                    .unwrap()
+                    .filter(|r| r.status == RunStatus::Completed)
+            }
+        })
+        .await;
+        fleet.stop().await;
+        run
     }
 
     /// Adds a subscriber at `level` and returns their id with a link token valid for an hour.
@@ -127,8 +162,7 @@ impl TestEnv {
             .fetch_one(&self.db.pool)
             .await
             .unwrap();
-        let expires = chrono::Utc::now().timestamp() + 3600;
-        (id, token_signer().issue(id, levelup_common::tokens::Purpose::Access, expires).unwrap())
+        (id, link_token(id, levelup_common::domain::tokens::Purpose::Access))
     }
 
     pub fn config(&self) -> Config {
@@ -147,10 +181,23 @@ impl Drop for TempOutbox {
     }
 }
 
+/// `raw` as an ISO week (tests name weeks as text, e.g. `"2026-W48"`).
+pub fn iso_week(raw: &str) -> levelup_common::domain::IsoWeek {
+    levelup_common::domain::IsoWeek::parse(raw).expect("an ISO week")
+}
+
 /// A signer with the test token keys, to mint or check subscriber link tokens.
-pub fn token_signer() -> levelup_common::tokens::TokenSigner {
+pub fn token_signer() -> levelup_common::domain::tokens::TokenSigner {
     let (kid, key) = TOKEN_KEYS.split_once(':').expect("kid:key");
-    levelup_common::tokens::TokenSigner::new(vec![(kid.to_owned(), secrecy::SecretString::from(key.to_owned()))])
+    levelup_common::domain::tokens::TokenSigner::new(vec![(
+        kid.to_owned(),
+        secrecy::SecretString::from(key.to_owned()),
+    )])
+}
+
+/// A link token of `subscriber_id` for `purpose`, valid for an hour.
+pub fn link_token(subscriber_id: i64, purpose: levelup_common::domain::tokens::Purpose) -> String {
+    token_signer().issue(subscriber_id, purpose, chrono::Utc::now().timestamp() + 3600).expect("a token is issued")
 }
 
 /// Delivers a Shopify webhook as Shopify does: raw JSON body, `X-Shopify-Hmac-SHA256` over it with
@@ -186,19 +233,7 @@ pub async fn deliver_shopify_webhook(
         .unwrap()
 }
 
-/// The RFC 8058 one-click unsubscribe POST a mail client sends for `List-Unsubscribe-Post`.
-pub async fn one_click_unsubscribe(client: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
-    client
-        .post(url)
-        .query(&[("token", token)])
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap()
-}
-
 fn init_test_logging() {
     let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
-    levelup_common::telemetry::init(levelup_common::config::LogFormat::Human, &filter);
+    levelup_common::runtime::telemetry::init(levelup_common::config::LogFormat::Human, &filter);
 }

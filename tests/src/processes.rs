@@ -7,7 +7,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use levelup_common::{Config, shutdown::CancellationToken};
+use levelup_common::{Config, runtime::shutdown::CancellationToken};
 use tokio::task::JoinHandle;
 
 /// An API server running in this process on a random port.
@@ -37,11 +37,14 @@ pub fn spawn_api(config: Config) -> ApiHandle {
     ApiHandle { address, base_url: format!("http://{address}"), shutdown, task }
 }
 
-/// Directory of the workspace's built binaries (`scripts/test` builds them first).
+/// Directory of the workspace's built binaries (`scripts/test` builds them first), or
+/// `LEVELUP_BIN_DIR` (e.g. `target/release`, so a benchmark drives release binaries).
 pub fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> → target/debug/<name>
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let dir = std::env::var_os("LEVELUP_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/debug/deps/<test> → target/debug/<name>
+        exe.parent().and_then(|p| p.parent()).expect("target dir").to_owned()
+    });
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (scripts/test does)", path.display());
     path

@@ -1,55 +1,46 @@
 //! Operator endpoints for challenges, subscribers (search, CSV import) and the delivery ledger.
 
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api};
+use levelup_tests::{
+    TestEnv,
+    clients::{Challenge, ImportReport, expect_json},
+    processes::spawn_api,
+};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn challenges_can_be_authored_listed_edited_and_archived() {
     let env = TestEnv::new().await;
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
-    let url = api.url("/v1/admin/challenges");
-    let create = |body: Value| client.post(&url).bearer_auth(ADMIN_KEY).json(&body).send();
+    let admin = api.admin();
 
-    let first: Value =
-        create(json!({"level": 1, "title": "Loops", "body": "Print 1..100"})).await.unwrap().json().await.unwrap();
-    assert_eq!(first["position"], 0);
-    let second = create(json!({"level": 1, "title": "Maps", "body": "Count words"})).await.unwrap();
+    let first = admin.create_challenge(1, "Loops", "Print 1..100").await;
+    assert_eq!(first.position, 0);
+    let second = admin.create_challenge_raw(&json!({"level": 1, "title": "Maps", "body": "Count words"})).await;
     assert_eq!(second.status(), 201);
-    assert_eq!(second.json::<Value>().await.unwrap()["position"], 1, "appended after the last");
-    let taken = create(json!({"level": 1, "position": 0, "title": "Dup", "body": "x"})).await.unwrap();
+    assert_eq!(expect_json::<Challenge>(second).await.position, 1, "appended after the last");
+    let taken = admin.create_challenge_raw(&json!({"level": 1, "position": 0, "title": "Dup", "body": "x"})).await;
     assert_eq!(taken.status(), 409);
-    let invalid = create(json!({"level": 1, "title": "", "body": "x"})).await.unwrap();
+    let invalid = admin.create_challenge_raw(&json!({"level": 1, "title": "", "body": "x"})).await;
     assert_eq!(invalid.status(), 400);
     let problem: Value = invalid.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("title"), "names the field: {problem}");
-    let unauthorized = client.post(&url).json(&json!({"level": 1, "title": "t", "body": "b"})).send().await.unwrap();
+    let unauthorized = reqwest::Client::new()
+        .post(api.url("/v1/admin/challenges"))
+        .json(&json!({"level": 1, "title": "t", "body": "b"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorized.status(), 401);
 
-    let id = first["id"].as_i64().unwrap();
-    let edited = client
-        .put(api.url(&format!("/v1/admin/challenges/{id}")))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"title": "Loops!", "body": "Print 1..100", "archived": true}))
-        .send()
-        .await
-        .unwrap();
+    let edited = admin
+        .update_challenge_raw(first.id, &json!({"title": "Loops!", "body": "Print 1..100", "archived": true}))
+        .await;
     assert_eq!(edited.status(), 200);
-    let listed: Value =
-        client.get(&url).query(&[("level", "1")]).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "archived ones are hidden by default");
-    let all: Value = client
-        .get(&url)
-        .query(&[("include_archived", "true")])
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 2);
-    let missing = client.get(api.url("/v1/admin/challenges/999999")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let listed = admin.challenges(&[("level", "1")]).await;
+    assert_eq!(listed.len(), 1, "archived ones are hidden by default");
+    let all = admin.challenges(&[("include_archived", "true")]).await;
+    assert_eq!(all.len(), 2);
+    let missing = admin.challenge_raw(999999).await;
     assert_eq!(missing.status(), 404);
     api.stop().await.unwrap();
 }
@@ -62,63 +53,33 @@ async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line() {
         .await
         .unwrap();
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
+    let admin = api.admin();
     let csv = "email,first_name,level\n\
                ada@example.com,Ada,2\n\
                not-an-email,Bob,1\n\
                cy@example.com,,\n\
                dee@example.com,Dee,999\n\
                GONE@example.com,Gone,1\n";
-    let import = || {
-        client
-            .post(api.url("/v1/admin/subscribers/import"))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", "text/plain")
-            .body(csv)
-            .send()
-    };
-    let report: Value = import().await.unwrap().json().await.unwrap();
-    assert_eq!(report["imported"], 2, "{report}");
-    assert_eq!(report["existing"], 1, "{report}");
-    let lines: Vec<i64> = report["errors"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap()).collect();
-    assert_eq!(lines, vec![3, 5], "{report}");
-    assert!(report["errors"][1]["message"].as_str().unwrap().starts_with("level"));
-    let again: Value = import().await.unwrap().json().await.unwrap();
-    assert_eq!((again["imported"].as_i64(), again["existing"].as_i64()), (Some(0), Some(3)), "idempotent");
+    let report: ImportReport = admin.import_csv(csv).await;
+    assert_eq!(report.imported, 2, "{report:?}");
+    assert_eq!(report.existing, 1, "{report:?}");
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3, 5], "{report:?}");
+    assert!(report.errors[1].message.starts_with("level"));
+    let again = admin.import_csv(csv).await;
+    assert_eq!((again.imported, again.existing), (0, 3), "idempotent");
     let gone: String = sqlx::query_scalar("SELECT status FROM subscribers WHERE email = 'gone@example.com'")
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
     assert_eq!(gone, "unsubscribed", "an import never re-subscribes anyone");
 
-    let found: Value = client
-        .get(api.url("/v1/admin/subscribers"))
-        .query(&[("q", "ada")])
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(found.as_array().unwrap().len(), 1);
-    assert_eq!(found[0]["level"], 2);
-    let bad_status = client
-        .get(api.url("/v1/admin/subscribers"))
-        .query(&[("status", "zombie")])
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let found = admin.subscribers(&[("q", "ada")]).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].level, Some(2));
+    let bad_status = admin.subscribers_raw(&[("status", "zombie")]).await;
     assert_eq!(bad_status.status(), 400);
-    let no_header = client
-        .post(api.url("/v1/admin/subscribers/import"))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "text/plain")
-        .body("mail\nx@y.com\n")
-        .send()
-        .await
-        .unwrap();
+    let no_header = admin.import_csv_raw("mail\nx@y.com\n").await;
     assert_eq!(no_header.status(), 400);
     api.stop().await.unwrap();
 }
@@ -138,27 +99,10 @@ async fn the_ledger_can_be_read_by_subscriber_and_by_week() {
         .await
         .unwrap();
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
-    let by_subscriber: Value = client
-        .get(api.url(&format!("/v1/admin/subscribers/{id}/deliveries")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(by_subscriber[0]["reason"], "unsubscribed");
-    let by_week: Value = client
-        .get(api.url("/v1/admin/runs/2026-W47/deliveries"))
-        .query(&[("state", "skipped")])
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(by_week.as_array().unwrap().len(), 1);
+    let admin = api.admin();
+    let by_subscriber = admin.subscriber_deliveries(id).await;
+    assert_eq!(by_subscriber[0].reason.as_deref(), Some("unsubscribed"));
+    let by_week = admin.run_deliveries("2026-W47", Some("skipped")).await;
+    assert_eq!(by_week.len(), 1);
     api.stop().await.unwrap();
 }

@@ -1,13 +1,14 @@
 //! Cross-cutting API behaviour: Idempotency-Key, problem+json errors naming the field, rate
 //! limiting and load shedding.
 
+use levelup_tests::iso_week;
 use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use levelup_common::weekly_runs;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, wait_until};
+use levelup_common::db::weekly_runs;
+use levelup_tests::{ADMIN_KEY, AdminClient, TestEnv, processes::spawn_api, wait_until};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -18,14 +19,9 @@ use tokio::{
 async fn idempotency_key_replays_refuses_a_different_body_and_runs_concurrent_duplicates_once() {
     let env = TestEnv::new().await;
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
+    let admin = api.admin();
     let post = |key: &str, week: &str| {
-        client
-            .post(api.url("/v1/admin/runs"))
-            .bearer_auth(ADMIN_KEY)
-            .header("Idempotency-Key", key)
-            .json(&json!({ "week": week }))
-            .send()
+        admin.post("/v1/admin/runs").header("Idempotency-Key", key).json(&json!({ "week": week })).send()
     };
     let first = post("k-1", "2026-W47").await.unwrap();
     assert_eq!(first.status(), 201);
@@ -37,7 +33,10 @@ async fn idempotency_key_replays_refuses_a_different_body_and_runs_concurrent_du
     let different = post("k-1", "2026-W48").await.unwrap();
     assert_eq!(different.status(), 422);
     assert_eq!(different.json::<Value>().await.unwrap()["type"], "https://levelup.dev/problems/idempotency-key-reused");
-    assert!(weekly_runs::get(&env.db.pool, "2026-W48").await.unwrap().is_none(), "the refused request did nothing");
+    assert!(
+        weekly_runs::get(&env.db.pool, iso_week("2026-W48")).await.unwrap().is_none(),
+        "the refused request did nothing"
+    );
 
     // Ten concurrent duplicates: one executes, the rest replay it or are told to retry.
     let responses = futures::future::join_all((0..10).map(|_| post("k-2", "2026-W49"))).await;
@@ -57,9 +56,9 @@ async fn malformed_bodies_and_missing_credentials_answer_problem_json() {
     let env = TestEnv::new().await;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
-    let bad = client
-        .post(api.url("/v1/admin/runs"))
-        .bearer_auth(ADMIN_KEY)
+    let bad = api
+        .admin()
+        .post("/v1/admin/runs")
         .header("content-type", "application/json")
         .body(r#"{"week": 47}"#)
         .send()
@@ -85,9 +84,10 @@ async fn each_client_is_rate_limited_with_retry_after_and_others_are_not_affecte
     env.set("LEVELUP_API_RATE_PER_SECOND", "1").set("LEVELUP_API_BURST", "3");
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
+    let admin = api.admin();
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let response = client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        let response = admin.runs_raw().await;
         if response.status() == 429 {
             let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
             assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
@@ -119,10 +119,11 @@ async fn beyond_the_in_flight_limit_requests_are_shed_with_503_and_retry_after_t
         .set("LEVELUP_API_BURST", "100000");
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
-    let list_challenges = || client.get(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY).send();
+    let admin = api.admin();
+    let list_challenges = || admin.get("/v1/admin/challenges").send();
     let trigger = |week: &'static str| {
-        let request = client.post(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).json(&json!({ "week": week }));
-        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        let admin = admin.clone();
+        tokio::spawn(async move { admin.trigger_run_raw(week).await.status().as_u16() })
     };
 
     // Two handlers stuck on the database (the table they write is locked) hold both slots.
@@ -185,8 +186,8 @@ async fn stalled_uploads_hold_no_handler_slot_and_are_closed_within_the_timeouts
     let env = TestEnv::new().await;
     let (_, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
-    assert_eq!(client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap().status(), 200);
+    let ada = api.subscriber(&token);
+    assert_eq!(ada.level_raw().await.status(), 200);
 
     // 256 stalled uploads from 8 addresses (32 each: under the per-client connection bound and the
     // per-address rate limit burst, so every one of them reaches the body read).
@@ -211,7 +212,7 @@ async fn stalled_uploads_hold_no_handler_slot_and_are_closed_within_the_timeouts
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
         let asked = Instant::now();
-        let response = client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap();
+        let response = ada.level_raw().await;
         let took = asked.elapsed();
         assert_eq!(response.status(), 200, "an ordinary request is served while 256 uploads stall");
         assert!(took < Duration::from_secs(1), "answered in {took:?}");
@@ -285,8 +286,7 @@ async fn junk_credentials_do_not_buy_fresh_rate_limit_budgets() {
     }
     assert_eq!(statuses, vec![401, 401, 401, 429, 429, 429, 429, 429], "one budget for the address");
     // The admin key, verified, is its own client.
-    let admin = client.get(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    assert_eq!(admin.status(), 200);
+    assert_eq!(api.admin().runs_raw().await.status(), 200);
     api.stop().await.unwrap();
 }
 
@@ -330,12 +330,11 @@ async fn idempotency_keys_are_only_stored_for_verified_clients() {
     assert_eq!(stored().await, 0, "no row for an unverified request");
 
     let trigger = |auth: Option<&str>| {
-        let mut request =
-            client.post(api.url("/v1/admin/runs")).header("Idempotency-Key", "k-1").json(&json!({"week": "2026-W47"}));
-        if let Some(key) = auth {
-            request = request.bearer_auth(key);
-        }
-        request.send()
+        let request = match auth {
+            Some(key) => AdminClient::with_key(&api.base_url, key).post("/v1/admin/runs"),
+            None => client.post(api.url("/v1/admin/runs")),
+        };
+        request.header("Idempotency-Key", "k-1").json(&json!({"week": "2026-W47"})).send()
     };
     assert_eq!(trigger(Some(ADMIN_KEY)).await.unwrap().status(), 201);
     assert_eq!(stored().await, 1);
@@ -351,14 +350,9 @@ async fn idempotency_keys_are_only_stored_for_verified_clients() {
 async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
     let env = TestEnv::new().await;
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
+    let admin = api.admin();
     let post = |key: reqwest::header::HeaderValue| {
-        client
-            .post(api.url("/v1/admin/runs"))
-            .bearer_auth(ADMIN_KEY)
-            .header("Idempotency-Key", key)
-            .json(&json!({"week": "2026-W47"}))
-            .send()
+        admin.post("/v1/admin/runs").header("Idempotency-Key", key).json(&json!({"week": "2026-W47"})).send()
     };
     for key in [
         reqwest::header::HeaderValue::from_bytes("clé-ключ".as_bytes()).unwrap(),
@@ -371,7 +365,7 @@ async fn a_non_ascii_idempotency_key_is_refused_like_an_overlong_one() {
             "https://levelup.dev/problems/invalid-idempotency-key"
         );
     }
-    assert!(weekly_runs::get(&env.db.pool, "2026-W47").await.unwrap().is_none(), "refused before running");
+    assert!(weekly_runs::get(&env.db.pool, iso_week("2026-W47")).await.unwrap().is_none(), "refused before running");
     api.stop().await.unwrap();
 }
 
@@ -381,38 +375,26 @@ async fn json_fields_declared_as_strings_accept_only_strings() {
     let env = TestEnv::new().await;
     let (id, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
+    let admin = api.admin();
     let cases = [
+        (admin.create_challenge_raw(&json!({"level": 1, "title": 12345, "body": "b"})).await, "title"),
+        (admin.create_challenge_raw(&json!({"level": 1, "title": "t", "body": true})).await, "body"),
+        (admin.update_challenge_raw(1, &json!({"title": 1.5, "body": "b", "archived": false})).await, "title"),
+        (admin.trigger_run_with_raw(&json!({"week": 202647})).await, "week"),
+        (admin.create_job_raw(&json!({"kind": "send_email", "subscriber_id": id, "week": false})).await, "week"),
         (
-            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
-            json!({"level": 1, "title": 12345, "body": "b"}),
-            "title",
-        ),
-        (
-            client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY),
-            json!({"level": 1, "title": "t", "body": true}),
-            "body",
-        ),
-        (
-            client.put(api.url("/v1/admin/challenges/1")).bearer_auth(ADMIN_KEY),
-            json!({"title": 1.5, "body": "b", "archived": false}),
-            "title",
-        ),
-        (client.post(api.url("/v1/admin/runs")).bearer_auth(ADMIN_KEY), json!({"week": 202647}), "week"),
-        (
-            client.post(api.url("/v1/admin/jobs")).bearer_auth(ADMIN_KEY),
-            json!({"kind": "send_email", "subscriber_id": id, "week": false}),
-            "week",
-        ),
-        (
-            client.post(api.url("/v1/challenges/1/submissions")).query(&[("token", &token)]),
-            json!({"answer": 42, "passed": true}),
+            api.subscriber(&token)
+                .request(reqwest::Method::POST, "/v1/challenges/1/submissions")
+                .json(&json!({"answer": 42, "passed": true}))
+                .send()
+                .await
+                .unwrap(),
             "answer",
         ),
     ];
-    for (request, body, field) in cases {
-        let response = request.json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 400, "{body}");
+    for (response, field) in cases {
+        let url = response.url().path().to_owned();
+        assert_eq!(response.status(), 400, "{url}: {field}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["detail"], format!("{field}: must be a JSON string"), "{problem}");

@@ -6,12 +6,8 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use fantoccini::{ClientBuilder, Locator};
-use levelup_common::{domain::IsoWeek, weekly_runs};
-use levelup_tests::{
-    TestEnv, fixtures,
-    processes::{ChildProcess, spawn_api},
-    wait_until,
-};
+use levelup_common::{db::weekly_runs, domain::IsoWeek};
+use levelup_tests::{TestEnv, fixtures, processes::spawn_api, wait_until};
 
 /// Decodes a quoted-printable body part (soft line breaks and `=XX` escapes).
 fn decode_quoted_printable(text: &str) -> String {
@@ -79,10 +75,8 @@ async fn a_subscriber_opens_the_emailed_challenge_submits_sees_progress_and_unsu
         .unwrap();
     let api = spawn_api(env.config());
     env.set("LEVELUP_PUBLIC_BASE_URL", format!("{}/", api.base_url));
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     weekly_runs::create(pool, IsoWeek::parse("2026-W47").unwrap(), "test").await.unwrap();
-    env.run_completed("2026-W47", Duration::from_secs(60)).await;
+    env.run_due_deliveries("2026-W47").await;
 
     let eml_path = std::fs::read_dir(&outbox.path).unwrap().next().unwrap().unwrap().path();
     let eml = std::fs::read_to_string(&eml_path).unwrap();

@@ -79,7 +79,7 @@ async fn email_is_unique_case_insensitively_under_concurrent_inserts() {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 1, "exactly one insert wins");
     for err in results.into_iter().filter_map(Result::err) {
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        let code = err.as_database_error().and_then(sqlx::error::DatabaseError::code).map(std::borrow::Cow::into_owned);
         assert_eq!(code.as_deref(), Some("23505"), "losers hit the unique index: {err}");
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM subscribers").fetch_one(&env.db.pool).await.unwrap();

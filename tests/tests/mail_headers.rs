@@ -2,11 +2,9 @@
 //! (admin API, CSV import), made one line where it cannot be refused (Shopify data), and the
 //! message builders cannot emit it whatever the database holds.
 
-use std::time::Duration;
-
 use levelup_tests::{
-    ADMIN_KEY, SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook,
-    processes::{ChildProcess, spawn_api},
+    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, clients::ImportReport, deliver_shopify_webhook,
+    processes::spawn_api,
 };
 use serde_json::{Value, json};
 
@@ -19,37 +17,21 @@ async fn line_breaks_are_refused_or_flattened_at_every_boundary() {
         .set("LEVELUP_SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN);
     let pool = &env.db.pool;
     let api = spawn_api(env.config());
+    let admin = api.admin();
     let client = reqwest::Client::new();
 
     let challenge = json!({"level": 1, "title": EVIL_TITLE, "body": "Line one\nline two is fine in a body"});
-    let refused =
-        client.post(api.url("/v1/admin/challenges")).bearer_auth(ADMIN_KEY).json(&challenge).send().await.unwrap();
+    let refused = admin.create_challenge_raw(&challenge).await;
     assert_eq!(refused.status(), 400);
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
     assert!(refused.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("title"));
-    let updated = client
-        .put(api.url("/v1/admin/challenges/1"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"title": EVIL_TITLE, "body": "b", "archived": false}))
-        .send()
-        .await
-        .unwrap();
+    let updated = admin.update_challenge_raw(1, &json!({"title": EVIL_TITLE, "body": "b", "archived": false})).await;
     assert_eq!(updated.status(), 400, "refused before looking the challenge up");
 
     let csv = "email,first_name,level\nada@example.com,\"Ada\r\nBcc: t@evil.example\",1\nbo@example.com,Bo,1\n";
-    let report: Value = client
-        .post(api.url("/v1/admin/subscribers/import"))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "text/plain")
-        .body(csv)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(report["imported"], 1, "{report}");
-    assert!(report["errors"][0]["message"].as_str().unwrap().starts_with("first_name"), "{report}");
+    let report: ImportReport = admin.import_csv(csv).await;
+    assert_eq!(report.imported, 1, "{report:?}");
+    assert!(report.errors[0].message.starts_with("first_name"), "{report:?}");
 
     let customer = json!({"id": 7001, "email": "eve@example.com", "first_name": "Eve\r\nBcc: t@evil.example",
         "email_marketing_consent": {"state": "subscribed"}});
@@ -78,12 +60,10 @@ async fn messages_built_from_hostile_data_have_no_injected_header_or_line() {
         .execute(pool)
         .await
         .unwrap();
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
-    levelup_common::weekly_runs::create(pool, levelup_common::domain::IsoWeek::parse("2026-W48").unwrap(), "test")
+    levelup_common::db::weekly_runs::create(pool, levelup_common::domain::IsoWeek::parse("2026-W48").unwrap(), "test")
         .await
         .unwrap();
-    env.run_completed("2026-W48", Duration::from_secs(60)).await;
+    env.run_due_deliveries("2026-W48").await;
     let files: Vec<_> = std::fs::read_dir(&outbox.path).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let eml = std::fs::read_to_string(&files[0]).unwrap();

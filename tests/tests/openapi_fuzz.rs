@@ -7,7 +7,7 @@
 //! Schemathesis gets the admin key and, through its configuration file, valid link tokens of a
 //! demo subscriber, so the subscriber's operations are exercised past the 401.
 
-use levelup_common::tokens::Purpose;
+use levelup_common::domain::tokens::Purpose;
 use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api, token_signer};
 
 /// Schemathesis configuration: every `token` is a valid access token, except on the unsubscribe
@@ -39,7 +39,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     env.set("LEVELUP_SHOPIFY_WEBHOOK_SECRET", "fuzz-webhook-secret-0123456789")
         .set("LEVELUP_SHOPIFY_SHOP_DOMAIN", "fuzz.myshopify.com")
         .set("LEVELUP_SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123456789012:ses-events");
-    levelup_common::demo::seed(&env.db.pool).await.unwrap();
+    levelup_common::db::demo::seed(&env.db.pool).await.unwrap();
     let subscriber_id: i64 =
         sqlx::query_scalar("SELECT min(id) FROM subscribers").fetch_one(&env.db.pool).await.unwrap();
     let config = std::env::temp_dir().join(format!("levelup-schemathesis-{}.toml", env.redis.namespace));

@@ -1,7 +1,7 @@
 //! Protocol details: `Allow` on every 405, security headers on pages, `/metrics` off the API port
 //! on request, and an OpenAPI document that states the bounds the handlers enforce.
 
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::spawn_api};
+use levelup_tests::{TestEnv, processes::spawn_api};
 use serde_json::Value;
 
 #[tokio::test]
@@ -49,14 +49,14 @@ async fn pages_and_the_admin_page_forbid_scripts_framing_and_sniffing() {
     let (_, token) = env.subscriber_with_access_token("ada@example.com", 1).await;
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
+    let ada = api.subscriber(&token);
     let pages = [
-        client.get(api.url("/level")).query(&[("token", &token)]),
-        client.get(api.url("/level")).query(&[("token", "forged")]),
-        client.get(api.url("/questionnaire")).query(&[("token", &token)]),
-        client.get(api.url("/admin")).basic_auth("ops", Some(ADMIN_KEY)),
+        ada.level_page().await,
+        api.subscriber("forged").level_page().await,
+        ada.questionnaire_page().await,
+        api.admin().admin_page_raw().await,
     ];
-    for page in pages {
-        let response = page.send().await.unwrap();
+    for response in pages {
         let what = format!("{} {}", response.url().path(), response.status());
         let headers = response.headers();
         let csp = headers.get("content-security-policy").unwrap_or_else(|| panic!("no CSP on {what}"));
@@ -67,7 +67,7 @@ async fn pages_and_the_admin_page_forbid_scripts_framing_and_sniffing() {
         assert_eq!(headers["x-frame-options"], "DENY", "{what}");
         assert_eq!(headers["referrer-policy"], "no-referrer", "{what}: page URLs carry tokens");
     }
-    let json = client.get(api.url("/v1/level")).query(&[("token", &token)]).send().await.unwrap();
+    let json = ada.level_raw().await;
     assert_eq!(json.headers()["x-content-type-options"], "nosniff");
     let refused = client.get(api.url("/admin")).send().await.unwrap();
     assert_eq!(

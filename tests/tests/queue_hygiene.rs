@@ -3,9 +3,13 @@
 //! leave nothing behind in Redis, run after run. Real Redis and Postgres, worker OS processes,
 //! the scheduler in-process where a test must control its ticks.
 
+use levelup_common::domain::RunStatus;
+use levelup_tests::iso_week;
 use std::time::{Duration, Instant};
 
-use levelup_common::{domain::IsoWeek, queue, redis_conn, shutdown::CancellationToken, weekly_runs};
+use levelup_common::{
+    db::weekly_runs, domain::IsoWeek, jobs::queue, runtime::redis_conn, runtime::shutdown::CancellationToken,
+};
 use levelup_scheduler::Scheduler;
 use levelup_tests::{
     TestEnv,
@@ -30,7 +34,7 @@ async fn tick_until_completed(scheduler: &mut Scheduler, env: &TestEnv, deadline
     let shutdown = CancellationToken::new();
     loop {
         scheduler.tick(&shutdown).await.unwrap();
-        if weekly_runs::get(&env.db.pool, WEEK).await.unwrap().unwrap().status == "completed" {
+        if weekly_runs::get(&env.db.pool, iso_week(WEEK)).await.unwrap().unwrap().status == RunStatus::Completed {
             return;
         }
         assert!(started.elapsed() < deadline, "run not completed after {deadline:?}");
@@ -123,7 +127,7 @@ async fn a_job_given_back_while_its_push_is_being_recorded_is_not_left_stranded(
     assert!(email.text.contains("https://levelup.example/levelup/challenge/"), "{}", email.text);
     assert!(email.header("List-Unsubscribe").unwrap().contains("https://levelup.example/levelup/unsubscribe?token="));
     assert_eq!(ses.accepted().len(), 1);
-    let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
+    let run = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
     assert_eq!(run.enqueued, 1, "enqueued counts distinct deliveries, not pushes");
     assert!(run.pushes >= 2, "every push is counted apart (first, after the give-back): {}", run.pushes);
 }
@@ -157,7 +161,7 @@ async fn only_jobs_missing_from_the_queue_are_pushed_again() {
     .await;
     scheduler.tick(&shutdown).await.unwrap();
     assert_eq!(queue_depth(&env).await, 50, "jobs still waiting are not pushed again");
-    let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
+    let run = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
     assert_eq!((run.enqueued, run.pushes), (50, 50));
 
     // Redis loses the queue (a restart without persistence).
@@ -168,7 +172,7 @@ async fn only_jobs_missing_from_the_queue_are_pushed_again() {
     assert_eq!(queue_depth(&env).await, 0);
     scheduler.tick(&shutdown).await.unwrap();
     assert_eq!(queue_depth(&env).await, 50, "the lost jobs are pushed again");
-    let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
+    let run = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
     assert_eq!((run.enqueued, run.pushes), (50, 100));
 
     // Workers deliver everyone once.
@@ -257,7 +261,7 @@ async fn finished_jobs_leave_nothing_behind_in_redis_run_after_run() {
         workers[0].kill_hard();
         workers[0] = ChildProcess::spawn("levelup-worker", &[], &env.vars);
         let run = env.run_completed(week, Duration::from_secs(600)).await;
-        let progress = weekly_runs::progress(pool, week).await.unwrap();
+        let progress = weekly_runs::progress(pool, iso_week(week)).await.unwrap();
         assert_eq!(progress.sent, SUBSCRIBERS, "{week}: everyone delivered");
         let (keys, bytes) = wait_until("the namespace to be back to its size", Duration::from_secs(120), || async {
             let (keys, bytes) = namespace_footprint(&env).await;

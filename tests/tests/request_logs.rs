@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
-use levelup_common::tokens::Purpose;
-use levelup_tests::{ADMIN_KEY, TestEnv, processes::binary_path, token_signer, wait_until};
+use levelup_common::domain::tokens::Purpose;
+use levelup_tests::{ADMIN_KEY, AdminClient, TestEnv, processes::binary_path, token_signer, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_tokens_and_keys_never_reach_the_log() {
@@ -50,7 +50,7 @@ async fn link_tokens_and_keys_never_reach_the_log() {
     assert_eq!(client.get(format!("{base}/v1/level?token={token}")).send().await.unwrap().status(), 200);
     assert_eq!(client.get(format!("{base}/level?lang=en&token={token}")).send().await.unwrap().status(), 200);
     client.get(format!("{base}/unsubscribe?token={unsubscribe}")).send().await.unwrap();
-    client.get(format!("{base}/v1/admin/runs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    AdminClient::new(&base).runs_raw().await;
     client.get(format!("{base}/v1/level?token=v1.t1.forged.token-value")).send().await.unwrap();
     wait_until("the five responses to be logged", Duration::from_secs(10), || {
         log.extend(lines_rx.try_iter());
@@ -75,7 +75,7 @@ async fn a_failed_bulk_download_does_not_repeat_its_signed_url() {
     let mut env = TestEnv::new().await;
     env.set("LEVELUP_SHOPIFY_SHOP", "fake.myshopify.com").set("LEVELUP_SHOPIFY_ACCESS_TOKEN", "shpat_0123456789");
     let config = env.config();
-    let redis = levelup_common::redis_conn::connect(&config).await.unwrap();
+    let redis = levelup_common::runtime::redis_conn::connect(&config).await.unwrap();
     let client =
         levelup_common::shopify::client::ShopifyClient::new(&config, config.shopify.clone().unwrap(), redis).unwrap();
     // Nothing listens on port 9: the connection is refused.

@@ -2,14 +2,16 @@
 //! limit, a worker killed mid-run, permanent errors, dead letters and their replay. Worker OS
 //! processes, real Redis and Postgres, the real aws-sdk-sesv2 client against the fake SES.
 
+use levelup_common::domain::RunStatus;
+use levelup_tests::iso_week;
 use std::{
     collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
-use levelup_common::{domain::IsoWeek, redis_conn, resilience::rate_limit::FleetRateLimiter, weekly_runs};
+use levelup_common::{db::weekly_runs, domain::IsoWeek, resilience::rate_limit::FleetRateLimiter, runtime::redis_conn};
 use levelup_tests::{
-    ADMIN_KEY, TestEnv,
+    TestEnv,
     fake_ses::{FakeSes, Faults, SesRequest},
     fixtures,
     processes::{ChildProcess, spawn_api},
@@ -60,7 +62,7 @@ async fn thirty_percent_throttling_delivers_everyone_once_and_dead_letters_nothi
     assert_one_accepted_each(&ses.accepted(), 2000);
     assert_eq!(ses.accepted().len(), 2000);
     assert_eq!(dead_letter_count(&env).await, 0);
-    let progress = weekly_runs::progress(&env.db.pool, WEEK).await.unwrap();
+    let progress = weekly_runs::progress(&env.db.pool, iso_week(WEEK)).await.unwrap();
     assert_eq!((progress.sent, progress.failed), (2000, 0));
     eprintln!("throttled answers: {throttled}; total requests {}", requests.len());
 }
@@ -212,7 +214,7 @@ async fn a_worker_killed_mid_run_loses_nothing() {
 
     let accepted = ses.accepted();
     let distinct: HashSet<&str> = accepted.iter().map(|r| r.to[0].as_str()).collect();
-    let progress = weekly_runs::progress(&env.db.pool, WEEK).await.unwrap();
+    let progress = weekly_runs::progress(&env.db.pool, iso_week(WEEK)).await.unwrap();
     eprintln!(
         "after SIGKILL of 1 of 3 workers: accepted sends {}, distinct recipients {}, ledger ambiguous {}",
         accepted.len(),
@@ -255,29 +257,15 @@ async fn permanent_errors_fail_at_once_and_exhausted_jobs_are_dead_lettered_then
     assert!(rejected.1.contains("MessageRejected"), "{}", rejected.1);
 
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
-    let dead: serde_json::Value = client
-        .get(api.url("/v1/admin/dead-letters"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let dead = dead.as_array().unwrap();
+    let admin = api.admin();
+    let dead = admin.dead_letters().await;
     assert_eq!(dead.len(), 1, "only the exhausted job: {dead:?}");
-    assert_eq!(dead[0]["attempts"], 3);
-    assert!(dead[0]["last_error"].as_str().unwrap().contains("ServiceUnavailable"));
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].last_error.contains("ServiceUnavailable"));
 
     // SES recovers; the operator replays.
     ses.set_faults(Faults::default());
-    let replay = client
-        .post(api.url(&format!("/v1/admin/dead-letters/{}/replay", dead[0]["id"])))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let replay = admin.replay_dead_letter_raw(dead[0].id).await;
     assert_eq!(replay.status(), 200);
     env.run_completed(WEEK, Duration::from_secs(60)).await;
     wait_until("the replayed email", Duration::from_secs(30), || async {
@@ -286,9 +274,8 @@ async fn permanent_errors_fail_at_once_and_exhausted_jobs_are_dead_lettered_then
     .await;
     assert_eq!(ses.accepted().iter().filter(|r| r.to[0] == "user2@example.com").count(), 1);
     // Replaying again finds nothing open, and a sent delivery is never re-sent.
-    let again = client.post(api.url("/v1/admin/dead-letters/replay")).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    let again: serde_json::Value = again.json().await.unwrap();
-    assert_eq!(again["replayed"], 0);
+    let again = admin.replay_all_dead_letters().await;
+    assert_eq!(again.replayed, 0);
     assert_eq!(ses.accepted().len(), 19, "everyone but the rejected address, once");
     api.stop().await.unwrap();
 }
@@ -325,7 +312,13 @@ async fn a_redis_restart_with_aof_mid_run_loses_nothing() {
     wait_until("the run to complete after the Redis restart", Duration::from_secs(240), || {
         exits.extend(supervise(&mut worker_processes, &env, "levelup-worker"));
         exits.extend(supervise(&mut scheduler, &env, "levelup-scheduler"));
-        async { weekly_runs::get(&env.db.pool, WEEK).await.unwrap().filter(|r| r.status == "completed").map(|_| ()) }
+        async {
+            weekly_runs::get(&env.db.pool, iso_week(WEEK))
+                .await
+                .unwrap()
+                .filter(|r| r.status == RunStatus::Completed)
+                .map(|_| ())
+        }
     })
     .await;
     eprintln!("process exits during the Redis restart (restarted by the test's supervisor): {exits:?}");
@@ -372,7 +365,7 @@ async fn a_job_whose_worker_keeps_dying_ends_in_the_dead_letters() {
     // by workers that died mid-attempt (state `sending`, claim long expired).
     let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     wait_until("the fan-out", Duration::from_secs(30), || async {
-        weekly_runs::get(pool, WEEK).await.unwrap().filter(|r| r.status == "sending").map(|_| ())
+        weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().filter(|r| r.status == RunStatus::Sending).map(|_| ())
     })
     .await;
     sqlx::query(

@@ -1,20 +1,24 @@
-//! Shopify subscriber sync end to end: worker and scheduler processes, the real Shopify client
-//! against the fake store (pagination, cost-based throttling, 5xx), webhooks through the API.
+//! Shopify subscriber sync end to end: the worker and the scheduler (in-process, or as processes
+//! where one is killed or measured), the real Shopify client against the fake store (pagination,
+//! cost-based throttling, 5xx), webhooks through the API.
 
+use levelup_common::domain::{SyncMode, SyncStatus, WritebackState};
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
-use levelup_common::shopify::sync;
+use levelup_common::db::shopify_syncs as sync;
 use levelup_tests::{
-    ADMIN_KEY, TestEnv, deliver_shopify_webhook,
+    AdminClient, InProcessFleet, TestEnv,
+    clients::{Job, ShopifySync, expect_json},
+    deliver_shopify_webhook,
     fake_shopify::{CostModel, FakeCustomer, FakeShopify, ShopifyFaults, mixed_customers},
-    fixtures, one_click_unsubscribe,
+    fixtures, link_token,
     processes::{ChildProcess, spawn_api},
-    token_signer, wait_until,
+    wait_until,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
 /// Active subscribers that came from Shopify: customer id → email.
@@ -29,8 +33,8 @@ async fn active_from_shopify(pool: &PgPool) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// A worker and a scheduler process.
-fn fleet(env: &TestEnv) -> [ChildProcess; 2] {
+/// A worker and a scheduler process (for the tests that kill or measure one).
+fn fleet_processes(env: &TestEnv) -> [ChildProcess; 2] {
     [ChildProcess::spawn("levelup-worker", &[], &env.vars), ChildProcess::spawn("levelup-scheduler", &[], &env.vars)]
 }
 
@@ -43,21 +47,20 @@ fn expected(customers: &[FakeCustomer]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `POST /v1/admin/jobs {"kind": "sync_subscribers"}` as the operator.
-async fn sync_job(client: &reqwest::Client, api: &levelup_tests::processes::ApiHandle) -> reqwest::Response {
-    let url = api.url("/v1/admin/jobs");
-    client.post(url).bearer_auth(ADMIN_KEY).json(&json!({ "kind": "sync_subscribers" })).send().await.unwrap()
-}
-
-async fn start_sync(client: &reqwest::Client, api: &levelup_tests::processes::ApiHandle) -> i64 {
-    let response = client.post(api.url("/v1/admin/shopify/syncs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+/// The operator starts a sync: 202, and its id.
+async fn start_sync(admin: &AdminClient) -> i64 {
+    let response = admin.start_shopify_sync_raw().await;
     assert_eq!(response.status(), 202, "sync started");
-    response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    expect_json::<ShopifySync>(response).await.id
 }
 
-async fn sync_finished(pool: &PgPool, id: i64, deadline: Duration) -> sync::Sync {
+/// Waits for the sync to finish while `fleet` (if in-process) keeps running.
+async fn sync_finished(pool: &PgPool, fleet: Option<&InProcessFleet>, id: i64, deadline: Duration) -> sync::Sync {
     wait_until(&format!("sync {id} to finish"), deadline, || async {
-        sync::get(pool, id).await.unwrap().filter(|s| s.status != "running")
+        if let Some(fleet) = fleet {
+            fleet.assert_running();
+        }
+        sync::get(pool, id).await.unwrap().filter(|s| s.status != SyncStatus::Running)
     })
     .await
 }
@@ -87,18 +90,18 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
         .await
         .unwrap();
 
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
+    let admin = api.admin();
     let started = Instant::now();
-    let id = start_sync(&client, &api).await;
+    let id = start_sync(&admin).await;
     // A second trigger while it runs returns the running sync.
-    let again = client.post(api.url("/v1/admin/shopify/syncs")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let again = admin.start_shopify_sync_raw().await;
     assert_eq!(again.status(), 200);
-    assert_eq!(again.json::<Value>().await.unwrap()["id"], id);
-    let done = sync_finished(pool, id, Duration::from_secs(180)).await;
+    assert_eq!(expect_json::<ShopifySync>(again).await.id, id);
+    let done = sync_finished(pool, Some(&fleet), id, Duration::from_secs(180)).await;
     let elapsed = started.elapsed();
-    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(done.status, SyncStatus::Completed, "{done:?}");
 
     let want = expected(&customers);
     let got = active_from_shopify(pool).await;
@@ -121,23 +124,12 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
     assert!(stats.throttled <= 3, "THROTTLED answers: {}", stats.throttled);
     assert_eq!(done.throttled as u64, stats.throttled);
     // The operator's view of it.
-    let view: Value = client
-        .get(api.url(&format!("/v1/admin/shopify/syncs/{id}")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (view["status"].as_str(), view["mode"].as_str(), view["pages"].as_u64()),
-        (Some("completed"), Some("pages"), Some(pages as u64))
-    );
-    assert_eq!(view["created"].as_u64(), Some(want.len() as u64));
-    let unknown = client.get(api.url("/v1/admin/shopify/syncs/999999")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let view = admin.shopify_sync(id).await;
+    assert_eq!((view.status.as_str(), view.mode.as_deref(), view.pages as usize), ("completed", Some("pages"), pages));
+    assert_eq!(view.created as usize, want.len());
+    let unknown = admin.shopify_sync_raw(999999).await;
     assert_eq!(unknown.status(), 404);
-    let anonymous = client.post(api.url("/v1/admin/shopify/syncs")).send().await.unwrap();
+    let anonymous = reqwest::Client::new().post(api.url("/v1/admin/shopify/syncs")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     assert_eq!(sync::list(pool, 10).await.unwrap().len(), 1, "no sync started without the admin key");
     println!(
@@ -146,6 +138,7 @@ async fn a_full_sync_of_10k_customers_activates_exactly_the_subscribed_ones_with
         stats.requests,
         stats.throttled
     );
+    fleet.stop().await;
     api.stop().await.unwrap();
 }
 
@@ -166,10 +159,10 @@ async fn a_worker_killed_mid_sync_is_resumed_and_the_sync_ends_with_the_same_res
     .await;
     first.kill_hard();
     let at_kill = sync::get(pool, started.id).await.unwrap().unwrap();
-    assert_eq!(at_kill.status, "running");
+    assert_eq!(at_kill.status, SyncStatus::Running);
     let _second = ChildProcess::spawn("levelup-worker", &[], &env.vars);
-    let done = sync_finished(pool, started.id, Duration::from_secs(120)).await;
-    assert_eq!(done.status, "completed", "{done:?}");
+    let done = sync_finished(pool, None, started.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, SyncStatus::Completed, "{done:?}");
     assert!(done.pages > at_kill.pages);
 
     assert!(active_from_shopify(pool).await == expected(&customers), "same result as an uninterrupted sync");
@@ -189,11 +182,12 @@ async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_
     let (env, outbox) = TestEnv::with_fake_shopify(&shopify).await;
     let pool = &env.db.pool;
     fixtures::challenges(pool, 3, 2).await;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let api = spawn_api(env.config());
+    let admin = api.admin();
     let client = reqwest::Client::new();
-    let first = start_sync(&client, &api).await;
-    assert_eq!(sync_finished(pool, first, Duration::from_secs(60)).await.status, "completed");
+    let first = start_sync(&admin).await;
+    assert_eq!(sync_finished(pool, Some(&fleet), first, Duration::from_secs(60)).await.status, SyncStatus::Completed);
     let subscribed: Vec<&FakeCustomer> =
         customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED" && c.email.is_some()).collect();
     let (leaver, erased, kept) = (subscribed[0], subscribed[1], subscribed[2]);
@@ -244,8 +238,8 @@ async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_
     shopify.set_marketing_state(erased.id, "REDACTED");
 
     // The next sync agrees with the store and re-activates nobody.
-    let second = start_sync(&client, &api).await;
-    let second = sync_finished(pool, second, Duration::from_secs(60)).await;
+    let second = start_sync(&admin).await;
+    let second = sync_finished(pool, Some(&fleet), second, Duration::from_secs(60)).await;
     assert_eq!((second.status.as_str(), second.created, second.reactivated), ("completed", 0, 0));
     assert_eq!(status_of(pool, &leaver_email).await.as_deref(), Some("unsubscribed"));
 
@@ -253,9 +247,10 @@ async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_
     let week = "2026-W48";
     let trigger = ChildProcess::run_to_end("levelup-scheduler", &["trigger", week], &env.vars);
     assert!(trigger.status.success());
+    fleet.assert_running();
     env.run_completed(week, Duration::from_secs(60)).await;
     let active = active_from_shopify(pool).await.len() as i64;
-    let progress = levelup_common::weekly_runs::progress(pool, week).await.unwrap();
+    let progress = levelup_common::db::weekly_runs::progress(pool, levelup_tests::iso_week(week)).await.unwrap();
     assert_eq!(progress.sent, active);
     let leaver_delivery: (String, Option<String>) = sqlx::query_as(
         "SELECT d.state, d.reason FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE lower(s.email) = lower($1)",
@@ -273,6 +268,7 @@ async fn consent_withdrawn_with_its_webhook_unsubscribes_and_the_next_run_skips_
     assert_eq!(mailed.len() as i64, active);
     assert!(!mailed.iter().any(|to| to.contains(&leaver_email)), "no email to the leaver");
     assert!(mailed.iter().any(|to| to.contains(kept.email.as_deref().unwrap())));
+    fleet.stop().await;
     api.stop().await.unwrap();
 }
 
@@ -282,11 +278,11 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
     let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     let pool = &env.db.pool;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let api = spawn_api(env.config());
-    let client = reqwest::Client::new();
-    let first = start_sync(&client, &api).await;
-    assert_eq!(sync_finished(pool, first, Duration::from_secs(60)).await.status, "completed");
+    let admin = api.admin();
+    let first = start_sync(&admin).await;
+    assert_eq!(sync_finished(pool, Some(&fleet), first, Duration::from_secs(60)).await.status, SyncStatus::Completed);
     let customer = customers.iter().find(|c| c.marketing_state == "SUBSCRIBED" && c.email.is_some()).unwrap();
     let email = customer.email.clone().unwrap();
     let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers WHERE shopify_customer_id = $1")
@@ -296,14 +292,13 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
         .unwrap();
 
     // One-click unsubscribe from the email.
-    let token = token_signer()
-        .issue(id, levelup_common::tokens::Purpose::Unsubscribe, chrono::Utc::now().timestamp() + 3600)
-        .unwrap();
-    let response = one_click_unsubscribe(&client, &api.url("/unsubscribe"), &token).await;
+    let token = link_token(id, levelup_common::domain::tokens::Purpose::Unsubscribe);
+    let response = api.subscriber(token).one_click_unsubscribe().await;
     assert_eq!(response.status(), 200);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
     // The store hears of it through a write-back job.
     wait_until("the unsubscribe written back to Shopify", Duration::from_secs(30), || async {
+        fleet.assert_running();
         shopify
             .customers()
             .iter()
@@ -313,24 +308,28 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     })
     .await;
     assert_eq!(shopify.stats().consent_updates, vec![(customer.gid(), "UNSUBSCRIBED".to_owned())]);
-    let writebacks = client.get(api.url("/v1/admin/shopify/writebacks")).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    let writebacks: Value = writebacks.json().await.unwrap();
+    let writebacks = admin.shopify_writebacks().await;
     wait_until("the write-back recorded as done", Duration::from_secs(10), || async {
-        levelup_common::shopify::writeback::list(pool, 10).await.unwrap().into_iter().find(|w| w.state == "done")
+        levelup_common::db::shopify_writebacks::list(pool, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.state == WritebackState::Done)
     })
     .await;
-    assert_eq!(writebacks[0]["customer_id"], customer.gid());
+    assert_eq!(writebacks[0].customer_id, customer.gid());
 
     // A sync agrees: still unsubscribed.
-    let second = start_sync(&client, &api).await;
-    assert_eq!(sync_finished(pool, second, Duration::from_secs(60)).await.reactivated, 0);
+    let second = start_sync(&admin).await;
+    assert_eq!(sync_finished(pool, Some(&fleet), second, Duration::from_secs(60)).await.reactivated, 0);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
     // Later the customer subscribes again at checkout: the newer consent re-activates them.
     // (Consent timestamps have one-second precision: this opt-in is a few seconds later.)
     shopify.set_marketing_state_at(customer.id, "SUBSCRIBED", chrono::Utc::now() + chrono::Duration::seconds(2));
-    let third = start_sync(&client, &api).await;
-    assert_eq!(sync_finished(pool, third, Duration::from_secs(60)).await.reactivated, 1);
+    let third = start_sync(&admin).await;
+    assert_eq!(sync_finished(pool, Some(&fleet), third, Duration::from_secs(60)).await.reactivated, 1);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("active"));
+    fleet.stop().await;
     api.stop().await.unwrap();
 }
 
@@ -343,13 +342,13 @@ async fn shopify_errors_are_retried_and_an_outage_fails_the_sync_without_partial
         .set("LEVELUP_SYNC_MAX_ATTEMPTS", "3")
         .set("LEVELUP_BREAKER_THRESHOLD", "100");
     let pool = &env.db.pool;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
 
     // Two 503s in a row: retried with backoff, the sync completes with every customer.
     shopify.set_faults(ShopifyFaults { fail_next: 2, ..ShopifyFaults::default() });
     let sync::Start::Started(first) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
-    let first = sync_finished(pool, first.id, Duration::from_secs(60)).await;
-    assert_eq!(first.status, "completed", "{first:?}");
+    let first = sync_finished(pool, Some(&fleet), first.id, Duration::from_secs(60)).await;
+    assert_eq!(first.status, SyncStatus::Completed, "{first:?}");
     assert_eq!(shopify.stats().server_errors, 2);
     assert!(active_from_shopify(pool).await == expected(&customers));
 
@@ -360,10 +359,11 @@ async fn shopify_errors_are_retried_and_an_outage_fails_the_sync_without_partial
         ..ShopifyFaults::default()
     });
     let sync::Start::Started(second) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
-    let second = sync_finished(pool, second.id, Duration::from_secs(60)).await;
-    assert_eq!(second.status, "failed");
+    let second = sync_finished(pool, Some(&fleet), second.id, Duration::from_secs(60)).await;
+    assert_eq!(second.status, SyncStatus::Failed);
     assert!(second.error.as_deref().unwrap_or_default().contains("503"), "{second:?}");
     assert!(active_from_shopify(pool).await == expected(&customers));
+    fleet.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -373,7 +373,7 @@ async fn with_a_product_configured_only_its_buyers_are_subscribers() {
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_PRODUCT_ID", "777");
     let pool = &env.db.pool;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let api = spawn_api(env.config());
     let client = reqwest::Client::new();
     let subscribed: Vec<&FakeCustomer> =
@@ -404,9 +404,9 @@ async fn with_a_product_configured_only_its_buyers_are_subscribers() {
         "a paid order subscribes a consenting buyer at once"
     );
     assert_eq!(status_of(pool, other_product.email.as_deref().unwrap()).await, None);
-    let id = start_sync(&client, &api).await;
-    let done = sync_finished(pool, id, Duration::from_secs(60)).await;
-    assert_eq!(done.status, "completed");
+    let id = start_sync(&api.admin()).await;
+    let done = sync_finished(pool, Some(&fleet), id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, SyncStatus::Completed);
     let active = active_from_shopify(pool).await;
     assert_eq!(active.keys().cloned().collect::<Vec<_>>(), vec![buyer.gid()], "only the product's buyer");
     let consenting = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
@@ -415,6 +415,7 @@ async fn with_a_product_configured_only_its_buyers_are_subscribers() {
         consenting - 1,
         "every other consenting customer skipped (not a buyer, or no address)"
     );
+    fleet.stop().await;
     api.stop().await.unwrap();
 }
 
@@ -428,11 +429,12 @@ async fn a_store_above_the_bulk_threshold_is_exported_in_bulk_and_a_broken_downl
     let (mut env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
     env.set("LEVELUP_SHOPIFY_BULK_THRESHOLD", "1000").set("LEVELUP_SHOPIFY_BULK_POLL_MS", "100");
     let pool = &env.db.pool;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let sync::Start::Started(started) = sync::start(pool, "test").await.unwrap() else { panic!("no sync was running") };
-    let done = sync_finished(pool, started.id, Duration::from_secs(60)).await;
-    assert_eq!(done.status, "completed", "{done:?}");
-    assert_eq!(done.mode.as_deref(), Some("bulk"));
+    let done = sync_finished(pool, Some(&fleet), started.id, Duration::from_secs(60)).await;
+    fleet.stop().await;
+    assert_eq!(done.status, SyncStatus::Completed, "{done:?}");
+    assert_eq!(done.mode, Some(SyncMode::Bulk));
 
     assert!(active_from_shopify(pool).await == expected(&customers));
     let subscribed = customers.iter().filter(|c| c.marketing_state == "SUBSCRIBED").count();
@@ -452,11 +454,11 @@ async fn the_scheduler_starts_one_sync_per_firing_of_the_sync_schedule() {
     // Fires at the start of every minute; its latest firing is always less than a minute ago.
     env.set("LEVELUP_SYNC_CRON", "0 * * * * *");
     let pool = &env.db.pool;
-    let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
     // Two replicas race for each firing.
-    let _schedulers: Vec<_> = (0..2).map(|_| ChildProcess::spawn("levelup-scheduler", &[], &env.vars)).collect();
+    let fleet = InProcessFleet::start(env.config(), 1, 2);
     let first = wait_until("a scheduled sync to complete", Duration::from_secs(60), || async {
-        sync::list(pool, 10).await.unwrap().into_iter().find(|s| s.status == "completed")
+        fleet.assert_running();
+        sync::list(pool, 10).await.unwrap().into_iter().find(|s| s.status == SyncStatus::Completed)
     })
     .await;
     assert_eq!(first.trigger, "schedule");
@@ -467,7 +469,9 @@ async fn the_scheduler_starts_one_sync_per_firing_of_the_sync_schedule() {
         (Instant::now() >= ticks_later).then_some(())
     })
     .await;
+    fleet.assert_running();
     let syncs = sync::list(pool, 10).await.unwrap();
+    fleet.stop().await;
     let minute = |t: chrono::DateTime<chrono::Utc>| t.timestamp() / 60;
     let per_minute: BTreeSet<i64> = syncs.iter().map(|s| minute(s.started_at)).collect();
     assert_eq!(per_minute.len(), syncs.len(), "one sync per firing: {syncs:?}");
@@ -478,8 +482,7 @@ async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
     // Without a store: a clear 409, nothing started.
     let bare = TestEnv::new().await;
     let api = spawn_api(bare.config());
-    let client = reqwest::Client::new();
-    let refused = sync_job(&client, &api).await;
+    let refused = api.admin().sync_subscribers_job_raw().await;
     assert_eq!(refused.status(), 409);
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
     assert!(refused.text().await.unwrap().contains("LEVELUP_SHOPIFY_SHOP"));
@@ -489,27 +492,27 @@ async fn an_operator_starts_a_sync_as_a_job_and_follows_it() {
     let customers = mixed_customers(8000, 50);
     let shopify = FakeShopify::start(customers.clone(), CostModel::default()).await;
     let (env, _outbox) = TestEnv::with_fake_shopify(&shopify).await;
-    let _fleet = fleet(&env);
+    let fleet = env.in_process_fleet();
     let api = spawn_api(env.config());
-    let created = sync_job(&client, &api).await;
+    let admin = api.admin();
+    let created = admin.sync_subscribers_job_raw().await;
     assert_eq!(created.status(), 201);
-    let job: Value = created.json().await.unwrap();
-    assert_eq!(job["kind"], "sync_subscribers");
-    let status_url = api.url(job["status_url"].as_str().unwrap());
+    let job: Job = expect_json(created).await;
+    assert_eq!(job.kind, "sync_subscribers");
     let finished = wait_until("the sync job to complete", Duration::from_secs(60), || async {
-        let view: Value = client.get(&status_url).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
-        (view["state"] == "completed").then_some(view)
+        fleet.assert_running();
+        Some(admin.job_at(&job.status_url).await).filter(|view| view.state == "completed")
     })
     .await;
-    assert_eq!(finished["id"], job["id"]);
+    assert_eq!(finished.id, job.id);
     assert!(active_from_shopify(&env.db.pool).await == expected(&customers));
-    let queue = client.get(api.url("/v1/admin/queues/shopify-sync")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let queue = admin.shopify_sync_queue_raw().await;
     assert_eq!(queue.status(), 200);
-    let depth: Value = queue.json().await.unwrap();
+    let depth: serde_json::Value = queue.json().await.unwrap();
     assert!(depth["waiting"].is_u64() && depth["inflight"].is_u64(), "{depth}");
-    let page = client.get(api.url("/admin")).basic_auth("ops", Some(ADMIN_KEY)).send().await.unwrap();
-    let page = page.text().await.unwrap();
+    let page = admin.admin_page().await;
     assert!(page.contains("Shopify syncs") && page.contains("completed"), "{page}");
+    fleet.stop().await;
     api.stop().await.unwrap();
 }
 
@@ -528,7 +531,7 @@ async fn bulk_export_memory_does_not_grow_with_the_result() {
         .set("LEVELUP_SHOPIFY_BULK_POLL_MS", "100")
         .set("LEVELUP_SYNC_CLAIM_TIMEOUT_SECS", "60");
     let pool = &env.db.pool;
-    let [worker, _scheduler] = fleet(&env);
+    let [worker, _scheduler] = fleet_processes(&env);
     let pid = worker.pid().as_raw();
     let rss_kib = move || -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -548,13 +551,13 @@ async fn bulk_export_memory_does_not_grow_with_the_result() {
         let mut peak = 0;
         let done = loop {
             peak = peak.max(rss_kib());
-            if let Some(done) = sync::get(pool, sync.id).await.unwrap().filter(|s| s.status != "running") {
+            if let Some(done) = sync::get(pool, sync.id).await.unwrap().filter(|s| s.status != SyncStatus::Running) {
                 break done;
             }
             assert!(started.elapsed() < Duration::from_secs(900), "bulk sync took too long");
             tokio::time::sleep(Duration::from_millis(50)).await; // the RSS probe's sampling interval
         };
-        assert_eq!((done.status.as_str(), done.mode.as_deref()), ("completed", Some("bulk")), "{done:?}");
+        assert_eq!((done.status, done.mode), (SyncStatus::Completed, Some(SyncMode::Bulk)), "{done:?}");
         let rate = done.lines_done as f64 / started.elapsed().as_secs_f64();
         println!("{label}: {} lines, {rate:.0} lines/s, worker peak RSS {peak} KiB", done.lines_done);
         peak

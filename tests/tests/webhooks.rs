@@ -2,9 +2,9 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use levelup_common::tokens::Purpose;
+use levelup_common::domain::tokens::Purpose;
 use levelup_tests::{
-    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, processes::spawn_api, token_signer,
+    SHOPIFY_SHOP_DOMAIN, SHOPIFY_WEBHOOK_SECRET, TestEnv, deliver_shopify_webhook, link_token, processes::spawn_api,
 };
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -211,42 +211,29 @@ async fn a_redacted_subscribers_links_answer_401_everywhere() {
     let customer = json!({"id": 7001, "email": "ada@example.com", "email_marketing_consent": {"state": "subscribed"}});
     deliver_shopify_webhook(&client, &url, "w-1", "customers/create", &customer, None).await;
     let id: i64 = sqlx::query_scalar("SELECT id FROM subscribers").fetch_one(pool).await.unwrap();
-    let expires = chrono::Utc::now().timestamp() + 3600;
-    let access = token_signer().issue(id, Purpose::Access, expires).unwrap();
-    let unsubscribe = token_signer().issue(id, Purpose::Unsubscribe, expires).unwrap();
+    let access = link_token(id, Purpose::Access);
+    let unsubscribe = link_token(id, Purpose::Unsubscribe);
     let redact = json!({"shop_id": 1, "shop_domain": SHOPIFY_SHOP_DOMAIN,
         "customer": {"id": 7001, "email": "ada@example.com"}, "orders_to_redact": []});
     let erased = deliver_shopify_webhook(&client, &url, "w-2", "customers/redact", &redact, None).await;
     assert_eq!(erased.status(), 200);
 
-    let form = "application/x-www-form-urlencoded";
-    let requests = [
-        client.get(api.url("/v1/level")).query(&[("token", &access)]),
-        client
-            .post(api.url("/v1/questionnaire"))
-            .query(&[("token", &access)])
-            .json(&json!({"answers": [true, false, false, false, false, false]})),
-        client.get(api.url("/v1/challenges/1")).query(&[("token", &access)]),
-        client
-            .post(api.url("/v1/challenges/1/submissions"))
-            .query(&[("token", &access)])
-            .json(&json!({"answer": "x", "passed": true})),
-        client.get(api.url("/level")).query(&[("token", &access)]),
-        client.get(api.url("/questionnaire")).query(&[("token", &access)]),
-        client.post(api.url("/questionnaire")).header("content-type", form).body(format!("token={access}&q0=yes")),
-        client.get(api.url("/challenge/1")).query(&[("token", &access)]),
-        client.post(api.url("/challenge/1")).header("content-type", form).body(format!("token={access}&answer=x")),
-        client.get(api.url("/unsubscribe")).query(&[("token", &unsubscribe)]),
-        client
-            .post(api.url("/unsubscribe"))
-            .query(&[("token", &unsubscribe)])
-            .header("content-type", form)
-            .body("List-Unsubscribe=One-Click"),
+    let (erased, erased_unsubscribe) = (api.subscriber(&access), api.subscriber(&unsubscribe));
+    let answers = [true, false, false, false, false, false];
+    let responses = [
+        ("GET /v1/level", erased.level_raw().await),
+        ("POST /v1/questionnaire", erased.answer_questionnaire_raw(&answers).await),
+        ("GET /v1/challenges/1", erased.challenge_raw(1).await),
+        ("POST /v1/challenges/1/submissions", erased.submit_raw(1, "x", true).await),
+        ("GET /level", erased.level_page().await),
+        ("GET /questionnaire", erased.questionnaire_page().await),
+        ("POST /questionnaire", erased.submit_questionnaire_page(&answers).await),
+        ("GET /challenge/1", erased.challenge_page(1).await),
+        ("POST /challenge/1", erased.submit_challenge_page(1, "x", false).await),
+        ("GET /unsubscribe", erased_unsubscribe.unsubscribe_page().await),
+        ("POST /unsubscribe", erased_unsubscribe.one_click_unsubscribe().await),
     ];
-    for request in requests {
-        let request = request.build().unwrap();
-        let what = format!("{} {}", request.method(), request.url().path());
-        let response = client.execute(request).await.unwrap();
+    for (what, response) in responses {
         assert_eq!(response.status(), 401, "{what}");
     }
     api.stop().await.unwrap();

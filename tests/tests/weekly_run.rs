@@ -1,9 +1,11 @@
 //! The weekly run end to end: scheduler processes fan out, worker processes send through the
 //! real aws-sdk-sesv2 client to the fake SES, the ledger keeps it to one email per subscriber.
 
+use levelup_common::domain::RunStatus;
+use levelup_tests::iso_week;
 use std::{collections::HashMap, time::Duration};
 
-use levelup_common::{domain::IsoWeek, tokens::Purpose, weekly_runs};
+use levelup_common::{db::weekly_runs, domain::IsoWeek, domain::tokens::Purpose};
 use levelup_tests::{
     TestEnv, fake_ses::FakeSes, fixtures, processes::ChildProcess, token_signer as signer, wait_until,
 };
@@ -100,7 +102,7 @@ async fn one_run_sends_each_active_subscriber_exactly_one_right_email() {
     .await
     .unwrap();
     assert_eq!(skipped, vec![("suppressed:bounce".to_owned(), 5), ("unsubscribed".to_owned(), 5)]);
-    let progress = weekly_runs::progress(pool, WEEK).await.unwrap();
+    let progress = weekly_runs::progress(pool, iso_week(WEEK)).await.unwrap();
     assert_eq!((progress.sent, progress.failed, progress.queued, progress.sending), (1000, 0, 0, 0));
 
     // Firing the same week again changes nothing.
@@ -110,7 +112,7 @@ async fn one_run_sends_each_active_subscriber_exactly_one_right_email() {
     // Give the running schedulers several ticks in which they could (wrongly) act.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(ses.requests().len(), accepted.len(), "no further SendEmail");
-    assert_eq!(weekly_runs::get(pool, WEEK).await.unwrap().unwrap().status, "completed");
+    assert_eq!(weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap().status, RunStatus::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,13 +128,13 @@ async fn a_scheduler_killed_mid_fan_out_is_resumed_without_duplicates() {
 
     let mut first = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     wait_until("the fan-out to be under way", Duration::from_secs(60), || async {
-        let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
+        let run = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
         (run.resume_after_id > 200 && ses.accepted().len() > 20).then_some(())
     })
     .await;
     first.kill_hard();
-    let at_kill = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
-    assert_eq!(at_kill.status, "fanning_out", "killed in the middle of the fan-out");
+    let at_kill = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
+    assert_eq!(at_kill.status, RunStatus::FanningOut, "killed in the middle of the fan-out");
 
     let _second = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     let run = wait_for_completion(&env, Duration::from_secs(180)).await;
@@ -158,16 +160,17 @@ async fn a_backlog_of_200k_jobs_is_processed_by_a_worker_started_after_the_enque
     weekly_runs::create(pool, IsoWeek::parse(WEEK).unwrap(), "test").await.unwrap();
     let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     let config = env.config();
-    let mut redis = levelup_common::redis_conn::connect(&config).await.unwrap();
+    let mut redis = levelup_common::runtime::redis_conn::connect(&config).await.unwrap();
 
     // No worker yet: the whole week is enqueued in the ledger, the queue holds its window.
     wait_until("the fan-out to finish and the queue window to fill", Duration::from_secs(300), || {
         let mut redis = redis.clone();
         let config = config.clone();
         async move {
-            let run = weekly_runs::get(pool, WEEK).await.unwrap().unwrap();
-            let depth = levelup_common::queue::email_queue_depth(&config, &mut redis).await.unwrap();
-            (run.status == "sending" && depth.waiting + depth.scheduled >= config.queue_window as u64).then_some(())
+            let run = weekly_runs::get(pool, iso_week(WEEK)).await.unwrap().unwrap();
+            let depth = levelup_common::jobs::queue::email_queue_depth(&config, &mut redis).await.unwrap();
+            (run.status == RunStatus::Sending && depth.waiting + depth.scheduled >= config.queue_window as u64)
+                .then_some(())
         }
     })
     .await;
@@ -177,14 +180,14 @@ async fn a_backlog_of_200k_jobs_is_processed_by_a_worker_started_after_the_enque
         .await
         .unwrap();
     assert_eq!(queued, SUBSCRIBERS, "every email job is queued before any worker runs");
-    let depth = levelup_common::queue::email_queue_depth(&config, &mut redis).await.unwrap();
+    let depth = levelup_common::jobs::queue::email_queue_depth(&config, &mut redis).await.unwrap();
     assert!(depth.waiting + depth.scheduled <= 7_000, "Redis holds a bounded window: {depth:?}");
 
     let started = std::time::Instant::now();
     let _worker = ChildProcess::spawn("levelup-worker", &[], &env.vars);
     let run = wait_for_completion(&env, Duration::from_secs(1500)).await;
     let elapsed = started.elapsed();
-    let progress = weekly_runs::progress(pool, WEEK).await.unwrap();
+    let progress = weekly_runs::progress(pool, iso_week(WEEK)).await.unwrap();
     assert_eq!(progress.sent, SUBSCRIBERS);
     assert_eq!(run.enqueued, SUBSCRIBERS);
     assert_eq!(ses.accepted().len() as i64, SUBSCRIBERS, "one SendEmail per subscriber");

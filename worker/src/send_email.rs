@@ -8,11 +8,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use apalis::prelude::{BoxDynError, Data};
 use levelup_common::{
     Config,
-    deliveries::{self, Claim, ClaimedDelivery},
-    jobs::SendChallengeEmail,
+    db::deliveries::{self, Attempt, Claim, ClaimedDelivery, Retry, SendOutcome, Unsent},
+    domain::tokens::{Purpose, TokenSigner},
+    domain::{DeliveryKind, SubscriberStatus},
+    jobs::{self, Job, JobError, SendChallengeEmail},
     mail::{
         MailTransport, OutgoingEmail, SendError,
         render::{self, EmailBody, Links},
@@ -21,14 +22,15 @@ use levelup_common::{
         breaker::{CircuitBreaker, Permit},
         rate_limit::{FleetRateLimiter, Reservation},
     },
-    tokens::{Purpose, TokenSigner},
 };
+use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 /// Longest a job waits in-process for its rate-limit slot before giving its place back.
 const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
 
-pub struct EmailContext {
+/// The job and its context: what sending needs, shared by every run in the process.
+pub struct SendEmail {
     pub pool: PgPool,
     pub transport: Arc<dyn MailTransport>,
     pub signer: TokenSigner,
@@ -36,9 +38,15 @@ pub struct EmailContext {
     pub rate_limiter: FleetRateLimiter,
     pub worker_name: String,
     pub config: Arc<Config>,
-    /// Every job runs as a tracked task, so that a job whose apalis future is dropped (the
-    /// queue backend failed, shutdown) still records what it sent before the process exits.
-    pub in_flight: tokio_util::task::TaskTracker,
+}
+
+impl Job for SendEmail {
+    type Payload = SendChallengeEmail;
+    type Outcome = Outcome;
+
+    async fn run(&self, job: SendChallengeEmail) -> Result<Outcome, JobError> {
+        self.process(job.delivery_id).await
+    }
 }
 
 /// What happened to one job.
@@ -64,35 +72,7 @@ pub enum Outcome {
     NothingToDo,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-}
-
-pub async fn handle(job: SendChallengeEmail, context: Data<Arc<EmailContext>>) -> Result<(), BoxDynError> {
-    let task_context = Arc::clone(&context);
-    let result = context
-        .in_flight
-        .spawn(async move { task_context.process(job.delivery_id).await })
-        .await
-        .map_err(|join_error| -> BoxDynError { format!("email job panicked: {join_error}").into() })?;
-    match result {
-        Ok(outcome) => {
-            metrics::counter!("levelup_email_jobs_total", "outcome" => outcome.label()).increment(1);
-            tracing::debug!(delivery_id = job.delivery_id, ?outcome, "email job done");
-            Ok(())
-        }
-        Err(err) => {
-            tracing::warn!(delivery_id = job.delivery_id, error = %err, "email job failed; apalis will retry it");
-            Err(err.into())
-        }
-    }
-}
-
-impl Outcome {
+impl jobs::Outcome for Outcome {
     fn label(&self) -> &'static str {
         match self {
             Outcome::Sent { .. } => "sent",
@@ -105,8 +85,26 @@ impl Outcome {
     }
 }
 
-impl EmailContext {
-    #[tracing::instrument(skip(self), fields(worker = %self.worker_name))]
+impl SendEmail {
+    pub fn new(config: &Config, pool: PgPool, redis: ConnectionManager, transport: Arc<dyn MailTransport>) -> Self {
+        let namespace = &config.redis_namespace;
+        Self {
+            pool,
+            transport,
+            signer: TokenSigner::new(config.token_keys.clone()),
+            breaker: CircuitBreaker::new(namespace, "ses", config.breaker.clone(), redis.clone()),
+            rate_limiter: FleetRateLimiter::new(
+                namespace,
+                "ses",
+                config.ses_max_send_rate.unwrap_or(0.0),
+                config.throttle_penalty,
+                redis,
+            ),
+            worker_name: config.worker_name.clone(),
+            config: Arc::new(config.clone()),
+        }
+    }
+
     pub async fn process(&self, delivery_id: i64) -> Result<Outcome, JobError> {
         let claimed =
             match deliveries::claim(&self.pool, delivery_id, &self.worker_name, self.config.claim_timeout).await? {
@@ -115,6 +113,8 @@ impl EmailContext {
                 // scheduler's re-push of timed-out claims) takes care of it.
                 Claim::Finished(_) | Claim::Missing | Claim::HeldElsewhere => return Ok(Outcome::NothingToDo),
             };
+        let waited = (chrono::Utc::now() - claimed.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("levelup_email_pickup_latency_seconds").record(waited);
         if claimed.ambiguous {
             metrics::counter!("levelup_email_ambiguous_resends_total").increment(1);
             tracing::warn!(
@@ -131,7 +131,7 @@ impl EmailContext {
             return Ok(Outcome::DeadLettered { reason: last });
         }
         if let Some(reason) = skip_reason(&claimed) {
-            deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, "skipped", &reason).await?;
+            deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, Unsent::Skipped, &reason).await?;
             return Ok(Outcome::Skipped { reason });
         }
         let email = match self.render(&claimed) {
@@ -143,22 +143,27 @@ impl EmailContext {
         let fleet_unavailable = Duration::from_secs(1);
         match self.breaker.permit().await {
             Ok(Permit::Denied { retry_after }) => {
-                return self.give_back(delivery_id, retry_after, "circuit breaker open", false, false).await;
+                return self.give_back(delivery_id, Retry::before_sending(retry_after, "circuit breaker open")).await;
             }
             Ok(Permit::Allowed | Permit::Probe) => {}
             Err(err) => {
-                return self.give_back(delivery_id, fleet_unavailable, &format!("breaker: {err}"), false, false).await;
+                return self
+                    .give_back(delivery_id, Retry::before_sending(fleet_unavailable, &format!("breaker: {err}")))
+                    .await;
             }
         }
-        match self.rate_limiter.acquire(MAX_RATE_WAIT).await {
+        let waiting = std::time::Instant::now();
+        let reservation = self.rate_limiter.acquire(MAX_RATE_WAIT).await;
+        metrics::histogram!("levelup_rate_limit_wait_seconds").record(waiting.elapsed().as_secs_f64());
+        match reservation {
             Ok(Reservation::Granted) => {}
             Ok(Reservation::TooFar { retry_after }) => {
-                return self.give_back(delivery_id, retry_after, "rate limit", false, false).await;
+                metrics::counter!("levelup_rate_limit_deferred_total").increment(1);
+                return self.give_back(delivery_id, Retry::before_sending(retry_after, "rate limit")).await;
             }
             Err(err) => {
-                return self
-                    .give_back(delivery_id, fleet_unavailable, &format!("rate limit: {err}"), false, false)
-                    .await;
+                let reason = format!("rate limit: {err}");
+                return self.give_back(delivery_id, Retry::before_sending(fleet_unavailable, &reason)).await;
             }
         }
         // After the send, the ledger comes first: nothing may stand between an accepted send and
@@ -173,20 +178,29 @@ impl EmailContext {
                 Ok(Outcome::Sent { message_id })
             }
             Err(SendError::Permanent { reason }) => {
+                metrics::counter!("levelup_email_send_errors_total", "class" => "permanent").increment(1);
                 let outcome = self.fail(delivery_id, reason).await;
                 // The provider answered: it is up.
                 self.note(self.breaker.record_success().await);
                 outcome
             }
             Err(SendError::Transient { reason, throttled: true, maybe_delivered }) => {
+                metrics::counter!("levelup_email_send_errors_total", "class" => "throttled").increment(1);
                 // Too fast for the provider: slow the whole fleet down, and do not count it
                 // against this job.
                 let delay = policy.delay(1).max(Duration::from_millis(100));
-                let outcome = self.give_back(delivery_id, delay, &reason, false, maybe_delivered).await;
+                let retry = Retry {
+                    delay,
+                    reason: &reason,
+                    attempt: Attempt::Returned,
+                    outcome: send_outcome(maybe_delivered),
+                };
+                let outcome = self.give_back(delivery_id, retry).await;
                 self.note(self.rate_limiter.throttled().await);
                 outcome
             }
             Err(SendError::Transient { reason, maybe_delivered, .. }) => {
+                metrics::counter!("levelup_email_send_errors_total", "class" => "transient").increment(1);
                 self.note(self.breaker.record_failure().await);
                 let attempts = claimed.attempts as u32;
                 if policy.exhausted(attempts) {
@@ -195,7 +209,10 @@ impl EmailContext {
                     tracing::warn!(delivery_id, attempts, "email dead-lettered");
                     return Ok(Outcome::DeadLettered { reason });
                 }
-                self.give_back(delivery_id, policy.delay(attempts), &reason, true, maybe_delivered).await
+                let delay = policy.delay(attempts);
+                let retry =
+                    Retry { delay, reason: &reason, attempt: Attempt::Spent, outcome: send_outcome(maybe_delivered) };
+                self.give_back(delivery_id, retry).await
             }
         }
     }
@@ -207,40 +224,23 @@ impl EmailContext {
     }
 
     async fn fail(&self, delivery_id: i64, reason: String) -> Result<Outcome, JobError> {
-        deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, "failed", &reason).await?;
+        deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, Unsent::Failed, &reason).await?;
         Ok(Outcome::Failed { reason })
     }
 
-    async fn give_back(
-        &self,
-        delivery_id: i64,
-        delay: Duration,
-        reason: &str,
-        spend_attempt: bool,
-        maybe_delivered: bool,
-    ) -> Result<Outcome, JobError> {
-        deliveries::retry_later(
-            &self.pool,
-            delivery_id,
-            &self.worker_name,
-            delay,
-            reason,
-            spend_attempt,
-            maybe_delivered,
-        )
-        .await?;
-        Ok(Outcome::RetryLater { reason: reason.to_owned() })
+    async fn give_back(&self, delivery_id: i64, retry: Retry<'_>) -> Result<Outcome, JobError> {
+        deliveries::retry_later(&self.pool, delivery_id, &self.worker_name, retry).await?;
+        Ok(Outcome::RetryLater { reason: retry.reason.to_owned() })
     }
 
     fn render(&self, claimed: &ClaimedDelivery) -> Result<OutgoingEmail, String> {
-        let body =
-            match (claimed.kind.as_str(), &claimed.challenge_id, &claimed.challenge_title, &claimed.challenge_body) {
-                ("challenge", Some(challenge_id), Some(title), Some(body)) => {
-                    EmailBody::Challenge { challenge_id: *challenge_id, level: claimed.level.unwrap_or(1), title, body }
-                }
-                ("questionnaire_invite", ..) => EmailBody::QuestionnaireInvite,
-                _ => return Err("delivery has no challenge to send".into()),
-            };
+        let body = match (claimed.kind, &claimed.challenge_id, &claimed.challenge_title, &claimed.challenge_body) {
+            (DeliveryKind::Challenge, Some(challenge_id), Some(title), Some(body)) => {
+                EmailBody::Challenge { challenge_id: *challenge_id, level: claimed.level.unwrap_or(1), title, body }
+            }
+            (DeliveryKind::QuestionnaireInvite, ..) => EmailBody::QuestionnaireInvite,
+            (DeliveryKind::Challenge, ..) => return Err("delivery has no challenge to send".into()),
+        };
         let now = chrono::Utc::now().timestamp();
         let access = self
             .signer
@@ -266,8 +266,13 @@ impl EmailContext {
 /// Subscribers who must not be mailed, checked at send time: their state may have changed since
 /// the fan-out.
 fn skip_reason(claimed: &ClaimedDelivery) -> Option<String> {
-    if claimed.subscriber_status != "active" {
-        return Some(claimed.subscriber_status.clone());
+    if claimed.subscriber_status != SubscriberStatus::Active {
+        return Some(claimed.subscriber_status.to_string());
     }
     claimed.suppression.as_ref().map(|reason| format!("suppressed:{reason}"))
+}
+
+/// What a transient send error says the provider may have done with the message.
+fn send_outcome(maybe_delivered: bool) -> SendOutcome {
+    if maybe_delivered { SendOutcome::Unknown } else { SendOutcome::NotSent }
 }

@@ -4,18 +4,22 @@
 
 use std::{sync::Arc, time::Duration};
 
-use apalis::prelude::{BoxDynError, Data, TaskSink};
+use apalis::prelude::TaskSink;
 use levelup_common::{
     Config,
-    jobs::ShopifyJob,
+    db::{
+        shopify_consent::Rules,
+        shopify_syncs::{self as sync, Advance, Claimed, PageClaim},
+        shopify_writebacks as writeback,
+    },
+    domain::{SyncMode, WritebackState},
+    jobs::{self, Job, JobError, ShopifyJob, queue},
     shopify::{
         ShopifyClient, ShopifyError,
         client::{JsonlLines, parse_customer},
-        sync::{self, Advance, Claimed, PageClaim},
-        upsert::Rules,
-        writeback,
     },
 };
+use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 /// Longest one job waits out throttling and an open breaker before giving up.
@@ -26,7 +30,61 @@ const WRITEBACK_RETRY: Duration = Duration::from_secs(300);
 /// Bulk result lines applied per transaction.
 const BULK_BATCH: usize = 1000;
 
-struct Job<'a> {
+/// The job and its context: what syncing needs, shared by every run in the process.
+pub struct ShopifySync {
+    pub pool: PgPool,
+    pub client: ShopifyClient,
+    /// Where a page pushes the next one.
+    pub storage: tokio::sync::Mutex<apalis_redis::RedisStorage<ShopifyJob>>,
+    pub rules: Rules,
+    pub config: Arc<Config>,
+    pub worker_name: String,
+}
+
+impl Job for ShopifySync {
+    type Payload = ShopifyJob;
+    type Outcome = SyncOutcome;
+
+    async fn run(&self, job: ShopifyJob) -> Result<SyncOutcome, JobError> {
+        match job {
+            ShopifyJob::SyncPage { sync_id, page } => self.sync_page(sync_id, page).await,
+            ShopifyJob::WriteBack { writeback_id } => self.write_back(writeback_id).await,
+        }
+    }
+}
+
+/// What happened to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// A page committed and the next one pushed.
+    Page,
+    /// The sync completed.
+    Completed,
+    /// The sync (or the write-back) failed for good; the reason is recorded.
+    Failed,
+    /// The write-back was taken by Shopify.
+    Done,
+    /// The write-back is rescheduled (Shopify unavailable).
+    RetryLater,
+    /// Already done, or held by another execution.
+    NothingToDo,
+}
+
+impl jobs::Outcome for SyncOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            SyncOutcome::Page => "page",
+            SyncOutcome::Completed => "completed",
+            SyncOutcome::Failed => "failed",
+            SyncOutcome::Done => "done",
+            SyncOutcome::RetryLater => "retry_later",
+            SyncOutcome::NothingToDo => "nothing_to_do",
+        }
+    }
+}
+
+/// One execution of a sync page.
+struct Execution<'a> {
     sync_id: i64,
     page: i32,
     claimant: &'a str,
@@ -58,61 +116,38 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
-pub struct SyncContext {
-    pub pool: PgPool,
-    pub client: ShopifyClient,
-    pub storage: tokio::sync::Mutex<apalis_redis::RedisStorage<ShopifyJob>>,
-    pub rules: Rules,
-    pub config: Arc<Config>,
-    pub worker_name: String,
-    pub in_flight: tokio_util::task::TaskTracker,
-}
-
-pub async fn handle(job: ShopifyJob, context: Data<Arc<SyncContext>>) -> Result<(), BoxDynError> {
-    let task_context = Arc::clone(&context);
-    let label = match job {
-        ShopifyJob::SyncPage { .. } => "sync_page",
-        ShopifyJob::WriteBack { .. } => "write_back",
-    };
-    let result = context
-        .in_flight
-        .spawn(async move {
-            match job {
-                ShopifyJob::SyncPage { sync_id, page } => task_context.sync_page(sync_id, page).await,
-                ShopifyJob::WriteBack { writeback_id } => task_context.write_back(writeback_id).await,
-            }
+impl ShopifySync {
+    pub fn new(
+        config: &Config,
+        shopify: levelup_common::config::ShopifyConfig,
+        pool: PgPool,
+        redis: ConnectionManager,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool,
+            client: ShopifyClient::new(config, shopify, redis.clone())?,
+            storage: tokio::sync::Mutex::new(queue::storage(config, redis)),
+            rules: Rules::from_config(config),
+            config: Arc::new(config.clone()),
+            worker_name: config.worker_name.clone(),
         })
-        .await
-        .map_err(|join_error| -> BoxDynError { format!("Shopify job panicked: {join_error}").into() })?;
-    match result {
-        Ok(outcome) => {
-            metrics::counter!("levelup_shopify_jobs_total", "job" => label, "outcome" => outcome).increment(1);
-            Ok(())
-        }
-        Err(err) => {
-            tracing::warn!(?job, error = %format!("{err:#}"), "Shopify job failed; apalis will retry it");
-            Err(err.into())
-        }
     }
-}
 
-impl SyncContext {
     /// Fetches, applies and chains one page (or, for a store above the bulk threshold, carries
     /// the bulk export through). Errors are only those we could not record.
-    #[tracing::instrument(skip(self), fields(worker = %self.worker_name))]
-    pub async fn sync_page(&self, sync_id: i64, page: i32) -> anyhow::Result<&'static str> {
+    async fn sync_page(&self, sync_id: i64, page: i32) -> Result<SyncOutcome, JobError> {
         let claim_timeout = self.config.sync.claim_timeout;
         // One claim per execution: two copies of this job in this process must not share it.
         let claimant = format!("{}/{}", self.worker_name, uuid::Uuid::new_v4().simple());
         let claimed = match sync::claim_page(&self.pool, sync_id, page, &claimant, claim_timeout).await? {
             PageClaim::Claimed(claimed) => claimed,
-            PageClaim::Done | PageClaim::HeldElsewhere => return Ok("nothing_to_do"),
+            PageClaim::Done | PageClaim::HeldElsewhere => return Ok(SyncOutcome::NothingToDo),
         };
-        let job = Job { sync_id, page, claimant: &claimant, throttled_before: self.client.throttled_count() };
+        let job = Execution { sync_id, page, claimant: &claimant, throttled_before: self.client.throttled_count() };
         let outcome = self.advance(&job, claimed).await;
         match outcome {
-            Ok(Step::Finished) => Ok("completed"),
-            Ok(Step::Lost) => Ok("nothing_to_do"),
+            Ok(Step::Finished) => Ok(SyncOutcome::Completed),
+            Ok(Step::Lost) => Ok(SyncOutcome::NothingToDo),
             Ok(Step::Chain) => {
                 // Chain the next page. If this push is lost, the scheduler pushes it again.
                 let next = ShopifyJob::SyncPage { sync_id, page: page + 1 };
@@ -123,22 +158,22 @@ impl SyncContext {
                     .await
                     .map_err(|e| anyhow::anyhow!("pushing the next page: {e}"))?;
                 sync::mark_pushed(&self.pool, sync_id, page + 1).await?;
-                Ok("page")
+                Ok(SyncOutcome::Page)
             }
             Err(Failure::Shopify(err)) => {
                 let reason = err.to_string();
                 if sync::fail(&self.pool, sync_id, page, &claimant, &reason, self.throttled_since(&job)).await? {
                     tracing::error!(sync_id, page, error = %reason, "Shopify sync failed");
                 }
-                Ok("failed")
+                Ok(SyncOutcome::Failed)
             }
             Err(Failure::Database(err)) => Err(err.into()),
         }
     }
 
-    async fn advance(&self, job: &Job<'_>, claimed: Claimed) -> Result<Step, Failure> {
+    async fn advance(&self, job: &Execution<'_>, claimed: Claimed) -> Result<Step, Failure> {
         let shopify = self.config.shopify.as_ref().expect("the sync worker runs only with a store configured");
-        let mode = match claimed.mode.clone() {
+        let mode = match claimed.mode {
             Some(mode) => mode,
             None => {
                 // The first job of a sync counts the subscribed customers and chooses how to fetch.
@@ -147,24 +182,24 @@ impl SyncContext {
                 let (mode, operation) = match count {
                     Some(count) => {
                         tracing::info!(sync_id = job.sync_id, count, "syncing by cursor pages");
-                        ("pages", None)
+                        (SyncMode::Pages, None)
                     }
                     None => {
                         let operation = self.call(|| self.client.start_bulk_export()).await?;
                         tracing::info!(sync_id = job.sync_id, threshold, %operation, "above the threshold: bulk export started");
-                        ("bulk", Some(operation))
+                        (SyncMode::Bulk, Some(operation))
                     }
                 };
                 if !sync::set_mode(&self.pool, job.sync_id, job.claimant, mode, operation.as_deref()).await? {
                     return Ok(Step::Lost);
                 }
-                if mode == "bulk" {
+                if mode == SyncMode::Bulk {
                     return self.bulk(job, operation, 0).await;
                 }
-                mode.to_owned()
+                mode
             }
         };
-        if mode == "bulk" {
+        if mode == SyncMode::Bulk {
             return self.bulk(job, claimed.bulk_operation_id, claimed.lines_done).await;
         }
         let claim_timeout = self.config.sync.claim_timeout;
@@ -194,7 +229,7 @@ impl SyncContext {
 
     /// Waits for the bulk operation, then streams its JSONL result into the subscriber table in
     /// batches, each committed with the count of lines applied, so a resumed job skips them.
-    async fn bulk(&self, job: &Job<'_>, operation: Option<String>, lines_done: i64) -> Result<Step, Failure> {
+    async fn bulk(&self, job: &Execution<'_>, operation: Option<String>, lines_done: i64) -> Result<Step, Failure> {
         let shopify = self.config.shopify.as_ref().expect("store configured");
         let claim_timeout = self.config.sync.claim_timeout;
         let operation = operation
@@ -241,7 +276,7 @@ impl SyncContext {
     /// returns the lines applied so far with it.
     async fn stream_bulk(
         &self,
-        job: &Job<'_>,
+        job: &Execution<'_>,
         url: Option<&str>,
         skip: i64,
         expected: Option<u64>,
@@ -316,7 +351,7 @@ impl SyncContext {
 
     /// THROTTLED answers since `job` started. Counted per client, so concurrent jobs may share
     /// the count; it is a report, not a ledger.
-    fn throttled_since(&self, job: &Job<'_>) -> u64 {
+    fn throttled_since(&self, job: &Execution<'_>) -> u64 {
         self.client.throttled_count().saturating_sub(job.throttled_before)
     }
 
@@ -337,11 +372,10 @@ impl SyncContext {
         self.client.with_retries(&policy, MAX_WAIT.min(max_wait), call).await.map_err(Failure::Shopify)
     }
 
-    #[tracing::instrument(skip(self), fields(worker = %self.worker_name))]
-    pub async fn write_back(&self, writeback_id: i64) -> anyhow::Result<&'static str> {
-        let Some(row) = writeback::get(&self.pool, writeback_id).await? else { return Ok("nothing_to_do") };
-        if row.state != "pending" {
-            return Ok("nothing_to_do");
+    async fn write_back(&self, writeback_id: i64) -> Result<SyncOutcome, JobError> {
+        let Some(row) = writeback::get(&self.pool, writeback_id).await? else { return Ok(SyncOutcome::NothingToDo) };
+        if row.state != WritebackState::Pending {
+            return Ok(SyncOutcome::NothingToDo);
         }
         let policy = self.config.sync.retry;
         let result = self
@@ -351,16 +385,16 @@ impl SyncContext {
         match result {
             Ok(()) => {
                 writeback::done(&self.pool, writeback_id).await?;
-                Ok("done")
+                Ok(SyncOutcome::Done)
             }
             Err(ShopifyError::Permanent(reason)) => {
                 tracing::error!(writeback_id, customer = %row.customer_gid, %reason, "Shopify refused the unsubscribe");
                 writeback::failed(&self.pool, writeback_id, &reason).await?;
-                Ok("failed")
+                Ok(SyncOutcome::Failed)
             }
             Err(err) => {
                 writeback::retry_later(&self.pool, writeback_id, WRITEBACK_RETRY, &err.to_string()).await?;
-                Ok("retry_later")
+                Ok(SyncOutcome::RetryLater)
             }
         }
     }

@@ -7,8 +7,11 @@
 pub mod outbox;
 pub mod render;
 pub mod ses;
+pub mod sns;
 
 use std::sync::Arc;
+
+use url::Url;
 
 use crate::config::{Config, MailTransportKind};
 
@@ -21,7 +24,7 @@ pub struct OutgoingEmail {
     pub text: String,
     pub html: String,
     /// Extra headers, e.g. `List-Unsubscribe`.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<ListHeader>,
     /// Our own reference, carried to SES as a message tag and to the outbox file name.
     pub delivery_id: i64,
 }
@@ -59,10 +62,32 @@ pub async fn transport_from_config(config: &Config) -> anyhow::Result<Arc<dyn Ma
     })
 }
 
-/// A header name as RFC 5322 allows it (printable ASCII but `:`); anything else is dropped, so a
-/// name can never carry a value or a line break of its own.
-pub fn header_name(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_graphic() && *c != ':').collect()
+/// A header beyond From, To and Subject. Typed, so nobody writes header text: a value can only
+/// be what its header allows (a parsed URL holds no space, CR, LF, `<` or `>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListHeader {
+    /// `List-Unsubscribe: <url>` (RFC 2369).
+    Unsubscribe(Url),
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058): the unsubscribe URL takes
+    /// a `POST` with no further step.
+    UnsubscribePost,
+}
+
+impl ListHeader {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Unsubscribe(_) => "List-Unsubscribe",
+            Self::UnsubscribePost => "List-Unsubscribe-Post",
+        }
+    }
+
+    /// The value as it goes on the wire, for transports that take header values as text (SES).
+    pub fn value(&self) -> String {
+        match self {
+            Self::Unsubscribe(url) => ["<", url.as_str(), ">"].concat(),
+            Self::UnsubscribePost => "List-Unsubscribe=One-Click".to_owned(),
+        }
+    }
 }
 
 /// Splits `Name <addr@host>` into its parts; a bare address has no name.

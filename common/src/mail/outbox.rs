@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mail_builder::{MessageBuilder, headers::raw::Raw};
+use mail_builder::{
+    MessageBuilder,
+    headers::{raw::Raw, url::URL},
+};
 
-use super::{MailTransport, OutgoingEmail, SendError, header_name, split_mailbox};
+use super::{ListHeader, MailTransport, OutgoingEmail, SendError, split_mailbox};
 use crate::domain::one_line;
 
 pub struct OutboxTransport {
@@ -30,8 +33,11 @@ impl OutboxTransport {
             .subject(one_line(&email.subject))
             .text_body(email.text.clone())
             .html_body(email.html.clone());
-        for (name, value) in &email.headers {
-            builder = builder.header(header_name(name), Raw::new(one_line(value)));
+        for header in &email.headers {
+            builder = match header {
+                ListHeader::Unsubscribe(url) => builder.header(header.name(), URL::new(one_line(url.as_str()))),
+                ListHeader::UnsubscribePost => builder.header(header.name(), Raw::new(header.value())),
+            };
         }
         builder.write_to_string()
     }
@@ -54,5 +60,25 @@ impl MailTransport for OutboxTransport {
 
     fn name(&self) -> &'static str {
         "outbox"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::render::{EmailBody, Links, render};
+
+    #[test]
+    fn the_one_click_unsubscribe_headers_are_written_as_rfc_8058_asks() {
+        let base = url::Url::parse("https://levelup.example/").unwrap();
+        let body = EmailBody::QuestionnaireInvite;
+        let links = Links::new(&base, &body, "A", "U");
+        let email =
+            render("LevelUp <a@levelup.example>", "x@y.example", Some("Ada\r\nBcc: t@evil.example"), &body, &links, 5);
+        let eml = OutboxTransport::render_eml(&email, "m@outbox.levelup").unwrap();
+        assert!(eml.contains("\r\nList-Unsubscribe: <https://levelup.example/unsubscribe?token=U>\r\n"), "{eml}");
+        assert!(eml.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{eml}");
+        assert!(eml.contains("\r\nSubject: Find your level: a 2-minute questionnaire\r\n"), "{eml}");
+        assert!(!eml.lines().any(|line| line.to_ascii_lowercase().starts_with("bcc:")), "{eml}");
     }
 }

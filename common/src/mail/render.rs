@@ -1,9 +1,10 @@
 //! Rendering the weekly email: HTML and text parts with signed links, and the RFC 8058 one-click
 //! unsubscribe headers that Gmail and Yahoo require of bulk senders.
 
+use askama::Template;
 use url::Url;
 
-use super::OutgoingEmail;
+use super::{ListHeader, OutgoingEmail};
 use crate::domain::one_line;
 
 /// What the email is about.
@@ -40,19 +41,68 @@ impl Links {
     }
 }
 
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
+/// The frame every email shares: subject, greeting and links.
+struct Frame<'a> {
+    subject: &'a str,
+    /// The greeting's name, on one line; `None` greets without one.
+    first_name: Option<&'a str>,
+    links: &'a Links,
+}
+
+struct Challenge<'a> {
+    level: i16,
+    /// On one line: it is also the subject.
+    title: String,
+    body: &'a str,
+}
+
+impl Challenge<'_> {
+    /// The text part's `===` under the title.
+    fn underline(&self) -> String {
+        "=".repeat(self.title.chars().count())
     }
-    out
+}
+
+// One template per part and kind under `common/templates/mail/`: `.html` ones escape every value,
+// `.txt` ones (the text part and the subject) write values as they are. askama drops a template
+// file's last line break, so the layouts end with an empty line: each part ends with one.
+// Rendering only fails if a value's `Display` does, and ours (text, numbers, URLs) never do, so
+// the parts are rendered with `to_string`.
+
+#[derive(Template)]
+#[template(path = "mail/challenge_subject.txt")]
+struct ChallengeSubject<'a> {
+    title: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/challenge.txt")]
+struct ChallengeText<'a> {
+    mail: &'a Frame<'a>,
+    challenge: &'a Challenge<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/challenge.html")]
+struct ChallengeHtml<'a> {
+    mail: &'a Frame<'a>,
+    challenge: &'a Challenge<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/questionnaire_invite_subject.txt")]
+struct QuestionnaireInviteSubject;
+
+#[derive(Template)]
+#[template(path = "mail/questionnaire_invite.txt")]
+struct QuestionnaireInviteText<'a> {
+    mail: &'a Frame<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/questionnaire_invite.html")]
+struct QuestionnaireInviteHtml<'a> {
+    mail: &'a Frame<'a>,
 }
 
 pub fn render(
@@ -63,65 +113,32 @@ pub fn render(
     links: &Links,
     delivery_id: i64,
 ) -> OutgoingEmail {
-    let greeting = match first_name.map(one_line).as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-        Some(name) => format!("Hi {name},"),
-        None => "Hi,".to_owned(),
+    let first_name = first_name.map(one_line);
+    let first_name = first_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let (subject, text, html) = match body {
+        EmailBody::Challenge { level, title, body, .. } => {
+            let challenge = Challenge { level: *level, title: one_line(title), body };
+            let subject = ChallengeSubject { title: &challenge.title }.to_string();
+            let mail = Frame { subject: &subject, first_name, links };
+            let text = ChallengeText { mail: &mail, challenge: &challenge }.to_string();
+            let html = ChallengeHtml { mail: &mail, challenge: &challenge }.to_string();
+            (subject, text, html)
+        }
+        EmailBody::QuestionnaireInvite => {
+            let subject = QuestionnaireInviteSubject.to_string();
+            let mail = Frame { subject: &subject, first_name, links };
+            let text = QuestionnaireInviteText { mail: &mail }.to_string();
+            let html = QuestionnaireInviteHtml { mail: &mail }.to_string();
+            (subject, text, html)
+        }
     };
-    let (subject, intro, heading, detail, action) = match body {
-        EmailBody::Challenge { level, title, body, .. } => (
-            format!("Your weekly challenge: {}", one_line(title)),
-            format!("Here is this week's level {level} challenge."),
-            one_line(title),
-            body.to_string(),
-            "Open the challenge and submit your answer",
-        ),
-        EmailBody::QuestionnaireInvite => (
-            "Find your level: a 2-minute questionnaire".to_owned(),
-            "Before your first challenge we need to know where to start.".to_owned(),
-            "Placement questionnaire".to_owned(),
-            "Answer a few questions and we will match every weekly challenge to your level.".to_owned(),
-            "Take the questionnaire",
-        ),
-    };
-    let text = format!(
-        "{greeting}\n\n{intro}\n\n{heading}\n{underline}\n\n{detail}\n\n{action}:\n{primary}\n\n\
-         Your level and progress: {progress}\n\n--\nYou get this email because you subscribed to the LevelUp weekly challenge.\n\
-         Unsubscribe: {unsubscribe}\n",
-        underline = "=".repeat(heading.chars().count()),
-        primary = links.primary,
-        progress = links.progress,
-        unsubscribe = links.unsubscribe,
-    );
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{subject}</title></head>\n\
-         <body style=\"font-family: system-ui, sans-serif; max-width: 36rem; margin: auto; padding: 1rem; line-height: 1.5\">\n\
-         <p>{greeting}</p>\n<p>{intro}</p>\n<h1 style=\"font-size: 1.4rem\">{heading}</h1>\n<p>{detail}</p>\n\
-         <p><a href=\"{primary}\" style=\"display: inline-block; padding: .6rem 1rem; background: #1d4ed8; color: #fff; \
-         text-decoration: none; border-radius: .3rem\">{action}</a></p>\n\
-         <p><a href=\"{progress}\">Your level and progress</a></p>\n\
-         <hr><p style=\"font-size: .85rem; color: #555\">You get this email because you subscribed to the LevelUp weekly \
-         challenge. <a href=\"{unsubscribe}\">Unsubscribe</a></p>\n</body></html>\n",
-        subject = escape_html(&subject),
-        greeting = escape_html(&greeting),
-        intro = escape_html(&intro),
-        heading = escape_html(&heading),
-        detail = escape_html(&detail),
-        action = escape_html(action),
-        primary = escape_html(links.primary.as_str()),
-        progress = escape_html(links.progress.as_str()),
-        unsubscribe = escape_html(links.unsubscribe.as_str()),
-    );
     OutgoingEmail {
         from: from.to_owned(),
         to: to.to_owned(),
         subject,
         text,
         html,
-        headers: vec![
-            ("List-Unsubscribe".into(), format!("<{}>", links.unsubscribe)),
-            ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
-        ],
+        headers: vec![ListHeader::Unsubscribe(links.unsubscribe.clone()), ListHeader::UnsubscribePost],
         delivery_id,
     }
 }
@@ -137,13 +154,14 @@ mod tests {
         let links = Links::new(&base, &body, "ACCESS", "UNSUB");
         let email = render("LevelUp <a@levelup.example>", "x@y.example", Some("Ada"), &body, &links, 5);
         assert!(email.text.contains("https://levelup.example/challenge/9?token=ACCESS"));
-        assert!(email.html.contains("Tags &lt;b&gt;") && email.html.contains("Do &amp; done"));
+        assert!(email.html.contains("Tags &#60;b&#62;") && email.html.contains("Do &#38; done"));
         assert!(email.html.contains("https://levelup.example/unsubscribe?token=UNSUB"));
-        assert_eq!(
-            email.headers[0],
-            ("List-Unsubscribe".into(), "<https://levelup.example/unsubscribe?token=UNSUB>".into())
-        );
-        assert_eq!(email.headers[1].1, "List-Unsubscribe=One-Click");
+        assert_eq!(email.headers[0].name(), "List-Unsubscribe");
+        assert_eq!(email.headers[0].value(), "<https://levelup.example/unsubscribe?token=UNSUB>");
+        assert_eq!(email.headers[1].name(), "List-Unsubscribe-Post");
+        assert_eq!(email.headers[1].value(), "List-Unsubscribe=One-Click");
+        // Snapshots compare without trailing line breaks; both parts end with one.
+        assert!(email.text.ends_with("?token=UNSUB\n") && email.html.ends_with("</body></html>\n"));
     }
 
     #[test]
@@ -154,5 +172,56 @@ mod tests {
         let email = render("a@levelup.example", "x@y.example", Some("Ada\r\nP.S. click"), &body, &links, 5);
         assert_eq!(email.subject, "Your weekly challenge: X  Bcc: t@evil.example");
         assert!(email.text.starts_with("Hi Ada  P.S. click,\n"), "{}", email.text);
+    }
+
+    // Snapshots of every email, from fixed data. `hostile` values show the escaping: markup and
+    // quotes are escaped in the HTML part, kept as written in the text part, and line breaks never
+    // reach a header.
+    const HOSTILE_TITLE: &str = "<script>alert(\"x\")</script> & 'quotes'\r\nBcc: t@evil.example";
+    const HOSTILE_NAME: &str = "Ada \"<b>\" O'Neil\r\nP.S. click";
+
+    fn snapshot(name: &str, email: &OutgoingEmail) {
+        let headers: Vec<(String, String)> = email.headers.iter().map(|h| (h.name().to_owned(), h.value())).collect();
+        insta::assert_debug_snapshot!(format!("{name}_headers"), (&email.from, &email.to, &email.subject, &headers));
+        insta::assert_snapshot!(format!("{name}_text"), email.text);
+        insta::assert_snapshot!(format!("{name}_html"), email.html);
+    }
+
+    fn email(first_name: Option<&str>, body: &EmailBody<'_>) -> OutgoingEmail {
+        let base = Url::parse("https://levelup.example/app/").unwrap();
+        let links = Links::new(&base, body, "v1.k1.ACCESS.mac", "v1.k1.UNSUB.mac");
+        render("LevelUp <challenges@levelup.example>", "ada@example.com", first_name, body, &links, 42)
+    }
+
+    #[test]
+    fn challenge_email() {
+        let body = EmailBody::Challenge {
+            challenge_id: 7,
+            level: 2,
+            title: "FizzBuzz, but lazy",
+            body: "Print the numbers 1 to 100.\nMultiples of 3: Fizz.",
+        };
+        snapshot("challenge", &email(Some("Ada"), &body));
+    }
+
+    #[test]
+    fn challenge_email_with_hostile_values() {
+        let body = EmailBody::Challenge {
+            challenge_id: 7,
+            level: 2,
+            title: HOSTILE_TITLE,
+            body: "<img src=x onerror=alert(1)> \"quoted\" & 'single'",
+        };
+        snapshot("challenge_hostile", &email(Some(HOSTILE_NAME), &body));
+    }
+
+    #[test]
+    fn questionnaire_invite_email() {
+        snapshot("questionnaire_invite", &email(None, &EmailBody::QuestionnaireInvite));
+    }
+
+    #[test]
+    fn questionnaire_invite_email_with_hostile_name() {
+        snapshot("questionnaire_invite_hostile", &email(Some(HOSTILE_NAME), &EmailBody::QuestionnaireInvite));
     }
 }

@@ -49,8 +49,8 @@ impl MailTransport for SesTransport {
         let mut message = Message::builder().subject(Self::content(&one_line(&email.subject), true)?).body(
             Body::builder().text(Self::content(&email.text, true)?).html(Self::content(&email.html, true)?).build(),
         );
-        for (name, value) in &email.headers {
-            let header = MessageHeader::builder().name(super::header_name(name)).value(one_line(value));
+        for header in &email.headers {
+            let header = MessageHeader::builder().name(header.name()).value(one_line(&header.value()));
             message = message.headers(header.build().map_err(permanent)?);
         }
         let tag = MessageTag::builder()
@@ -112,7 +112,7 @@ where
             SendError::Transient { reason: "SES call timed out".into(), throttled: false, maybe_delivered: true }
         }
         SdkError::ResponseError(e) => SendError::Transient {
-            reason: format!("unreadable SES response: {:?}", e),
+            reason: format!("unreadable SES response: {e:?}"),
             throttled: false,
             maybe_delivered: true,
         },

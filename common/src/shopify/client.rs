@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::ShopifyConfig,
+    domain::ShopifyCustomer,
     resilience::{
         breaker::{CircuitBreaker, Permit},
         cost_bucket::{CostBucket, ThrottleStatus},
@@ -71,15 +72,6 @@ pub const SUBSCRIBED_FILTER: &str = "email_marketing_state:SUBSCRIBED";
 
 /// Longest a caller waits in-process for the bucket or the rate limit before calling it throttled.
 const MAX_LOCAL_WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShopifyCustomer {
-    pub gid: String,
-    pub first_name: Option<String>,
-    pub email: Option<String>,
-    pub marketing_state: Option<String>,
-    pub marketing_updated_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerPage {
@@ -325,6 +317,7 @@ impl ShopifyClient {
             .and_then(|c| c.get("throttleStatus"))
             .and_then(|t| serde_json::from_value::<ThrottleStatus>(t.clone()).ok());
         if let Some(throttle) = &throttle {
+            metrics::gauge!("levelup_shopify_bucket_available").set(throttle.currently_available);
             self.note(self.bucket.observe(throttle).await);
         }
         if let Some(errors) = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
