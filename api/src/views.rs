@@ -264,6 +264,17 @@ mod tests {
             started_at: at("2026-11-23T09:00:00Z"),
             fanout_finished_at: None,
             finished_at: None,
+            due_at: at("2026-11-23T09:00:00Z"),
+            paused_at: Some(at("2026-11-23T09:20:00Z")),
+            paused_by: Some("reputation-guard".to_owned()),
+            pause_reason: Some(
+                "permanent bounces 2.40% (12 of 500 sends) above LEVELUP_PAUSE_BOUNCE_RATE 2.00%".to_owned(),
+            ),
+            bounces: 12,
+            complaints: 0,
+            guard_sent: 0,
+            guard_bounces: 0,
+            guard_complaints: 0,
         };
         let progress = Progress { queued: 2, sending: 1, sent: 6, failed: 1, skipped: 2, ambiguous: 1 };
         let sync = Sync {

@@ -59,6 +59,18 @@ pub struct ShopifyConfig {
     pub max_requests_per_second: Option<f64>,
 }
 
+/// The bounce and complaint rates at which a run pauses itself (SES reviews an account at 5%
+/// bounces / 0.1% complaints and pauses its sending at 10% / 0.5%).
+#[derive(Debug, Clone, Copy)]
+pub struct ReputationConfig {
+    /// Permanent bounces ÷ sends above which the run pauses (`LEVELUP_PAUSE_BOUNCE_RATE`).
+    pub pause_bounce_rate: f64,
+    /// Complaints ÷ sends above which the run pauses (`LEVELUP_PAUSE_COMPLAINT_RATE`).
+    pub pause_complaint_rate: f64,
+    /// Rates are judged only once the run has sent this many (`LEVELUP_PAUSE_MIN_SENDS`).
+    pub pause_min_sends: i64,
+}
+
 /// How the subscriber sync runs (it needs [`ShopifyConfig`] to do anything).
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -108,6 +120,10 @@ pub struct Config {
     pub repush_after: Duration,
     /// SES sends per second for the whole fleet (`None`: unlimited).
     pub ses_max_send_rate: Option<f64>,
+    /// A delivery not sent this long after it became due is skipped as `expired`.
+    pub send_deadline: Duration,
+    /// When a run pauses itself to protect the sender's reputation.
+    pub reputation: ReputationConfig,
     /// How long a throttling answer halves the send rate.
     pub throttle_penalty: Duration,
     pub email_retry: crate::resilience::retry::RetryPolicy,
@@ -249,6 +265,14 @@ impl Config {
             )
             .filter(|rate| *rate > 0.0),
             throttle_penalty: Duration::from_secs(env.parse("LEVELUP_THROTTLE_PENALTY_SECS", 30, any)?),
+            send_deadline: Duration::from_secs_f64(
+                env.parse("LEVELUP_SEND_DEADLINE_HOURS", 24.0, |h: &f64| *h > 0.0 && *h <= 24.0 * 365.0)? * 3600.0,
+            ),
+            reputation: ReputationConfig {
+                pause_bounce_rate: env.rate("LEVELUP_PAUSE_BOUNCE_RATE", 0.02)?,
+                pause_complaint_rate: env.rate("LEVELUP_PAUSE_COMPLAINT_RATE", 0.0005)?,
+                pause_min_sends: env.parse("LEVELUP_PAUSE_MIN_SENDS", 500, positive)?,
+            },
             email_retry: crate::resilience::retry::RetryPolicy {
                 max_attempts: env.parse("LEVELUP_EMAIL_MAX_ATTEMPTS", 8, positive)?,
                 base_delay: Duration::from_millis(env.parse("LEVELUP_RETRY_BASE_MS", 1000, positive)?),
@@ -361,6 +385,19 @@ impl Env<'_> {
             None => Ok(None),
             Some(v) if v.len() < min_len => Err(self.error(var, format!("must be at least {min_len} characters"))),
             Some(v) => Ok(Some(SecretString::from(v))),
+        }
+    }
+
+    /// A fraction in (0, 1], written `0.02` or `2%`.
+    fn rate(&self, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+        let Some(raw) = self.optional_string(var) else { return Ok(default) };
+        let value = match raw.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => raw.parse::<f64>(),
+        };
+        match value {
+            Ok(rate) if rate > 0.0 && rate <= 1.0 => Ok(rate),
+            _ => Err(self.error(var, format!("expected a rate such as `0.02` or `2%`, got `{raw}`"))),
         }
     }
 
@@ -523,11 +560,29 @@ mod tests {
             ("LEVELUP_SNS_TOPIC_ARNS", "ses-events"),
             ("LEVELUP_SHOPIFY_SHOP_DOMAIN", "https://x.myshopify.com"),
             ("LEVELUP_SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123:t,arn:aws:s3:::bucket"),
+            ("LEVELUP_SEND_DEADLINE_HOURS", "0"),
+            ("LEVELUP_PAUSE_BOUNCE_RATE", "2"),
+            ("LEVELUP_PAUSE_BOUNCE_RATE", "0%"),
+            ("LEVELUP_PAUSE_COMPLAINT_RATE", "often"),
+            ("LEVELUP_PAUSE_MIN_SENDS", "0"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn pause_rates_are_fractions_or_percentages() {
+        let cfg = config(&[("LEVELUP_PAUSE_BOUNCE_RATE", "3%"), ("LEVELUP_PAUSE_COMPLAINT_RATE", "0.001")]).unwrap();
+        assert!((cfg.reputation.pause_bounce_rate - 0.03).abs() < 1e-12);
+        assert!((cfg.reputation.pause_complaint_rate - 0.001).abs() < 1e-12);
+        let defaults = config(&[]).unwrap();
+        assert!((defaults.reputation.pause_bounce_rate - 0.02).abs() < 1e-12);
+        assert!((defaults.reputation.pause_complaint_rate - 0.0005).abs() < 1e-12);
+        assert_eq!(defaults.reputation.pause_min_sends, 500);
+        assert_eq!(defaults.send_deadline, Duration::from_secs(24 * 3600));
+        assert_eq!(config(&[("LEVELUP_SEND_DEADLINE_HOURS", "0.5")]).unwrap().send_deadline, Duration::from_secs(1800));
     }
 
     #[test]

@@ -29,16 +29,25 @@ pub(crate) async fn export(
             metrics::gauge!("levelup_queue_depth", "queue" => q.name(), "state" => state).set(value as f64);
         }
     }
-    let (due, oldest) = backlog::due(pool, runs).await?;
+    let mut loaded = Vec::with_capacity(runs.len());
+    for &week in runs {
+        if let Some(run) = weekly_runs::get(pool, week).await? {
+            loaded.push(run);
+        }
+    }
+    // A paused run's waiting deliveries are not a backlog to page on (nor to scale workers for).
+    let active: Vec<IsoWeek> = loaded.iter().filter(|r| r.paused_at.is_none()).map(|r| r.week).collect();
+    let paused = loaded.len() - active.len();
+    metrics::gauge!("levelup_runs_paused").set(paused as f64);
+    let (due, oldest) = backlog::due(pool, &active).await?;
     metrics::gauge!("levelup_backlog_due", "queue" => Queue::Email.name()).set(due as f64);
     let oldest_age = oldest.map_or(0.0, |at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
     metrics::gauge!("levelup_backlog_oldest_due_seconds", "queue" => Queue::Email.name()).set(oldest_age);
     metrics::gauge!("levelup_dead_letters_open").set(backlog::open_dead_letters(pool).await? as f64);
 
     let (mut total, mut eta) = (weekly_runs::Progress::default(), 0.0_f64);
-    for &week in runs {
-        let Some(run) = weekly_runs::get(pool, week).await? else { continue };
-        let progress = weekly_runs::progress(pool, week).await?;
+    for run in &loaded {
+        let progress = weekly_runs::progress(pool, run.week).await?;
         let (_, run_eta) = progress.pace(Utc::now() - run.started_at);
         eta = eta.max(run_eta.unwrap_or(0.0));
         total.add(&progress);

@@ -14,6 +14,7 @@
 //! The scheduler only writes the ledger and enqueues; it never sends mail or calls Shopify.
 
 mod gauges;
+mod reputation;
 
 use std::str::FromStr;
 
@@ -43,6 +44,10 @@ pub struct Scheduler {
     redis: apalis_redis::ConnectionManager,
     last_worker_sweep: Option<std::time::Instant>,
     last_gauges: Option<std::time::Instant>,
+    /// Per run: the bounce and complaint counts last judged by the reputation guard.
+    judged: std::collections::HashMap<IsoWeek, (i64, i64)>,
+    /// Per run: when overdue deliveries were last expired.
+    last_expiry: std::collections::HashMap<IsoWeek, std::time::Instant>,
     config: Config,
     schedule: cron::Schedule,
     sync_schedule: cron::Schedule,
@@ -91,6 +96,8 @@ impl Scheduler {
             redis,
             last_worker_sweep: None,
             last_gauges: None,
+            judged: std::collections::HashMap::new(),
+            last_expiry: std::collections::HashMap::new(),
             sync_schedule,
             owner: format!("scheduler-{}", config.worker_name),
             schedule,
@@ -134,7 +141,7 @@ impl Scheduler {
         if week != IsoWeek::containing(now.with_timezone(&tz).date_naive()) {
             return Ok(());
         }
-        if weekly_runs::create(&self.pool, week, "schedule").await? {
+        if weekly_runs::create_due(&self.pool, week, "schedule", fired.with_timezone(&Utc)).await? {
             tracing::info!(%week, fired_at = %fired, "weekly run created");
         }
         Ok(())
@@ -146,6 +153,12 @@ impl Scheduler {
         let Some(run) = weekly_runs::acquire_lease(&self.pool, week, &self.owner, lease_ttl).await? else {
             return Ok(()); // another replica holds it, or it just completed
         };
+        self.expire_overdue(&run).await?;
+        if run.paused_at.is_some() {
+            // Neither fanned out further nor fed until resumed; what is overdue meanwhile expires.
+            self.complete(week).await?;
+            return Ok(());
+        }
         if run.status == RunStatus::FanningOut {
             // Between pages, once per tick (not after every page: a page takes milliseconds, and
             // feeding asks Postgres and Redis what the queue holds): renew the lease, and feed,
@@ -164,7 +177,9 @@ impl Scheduler {
                         if weekly_runs::acquire_lease(&self.pool, week, &self.owner, lease_ttl).await?.is_none() {
                             return Ok(());
                         }
-                        self.feed(week).await?;
+                        if !self.feed(week).await? {
+                            return Ok(()); // paused
+                        }
                         last_fed = Some(std::time::Instant::now());
                     }
                     FanOutPage::Done => {
@@ -175,7 +190,13 @@ impl Scheduler {
                 }
             }
         }
-        self.feed(week).await?;
+        if self.feed(week).await? {
+            self.complete(week).await?;
+        }
+        Ok(())
+    }
+
+    async fn complete(&self, week: IsoWeek) -> anyhow::Result<()> {
         if weekly_runs::complete_if_done(&self.pool, week).await? {
             let progress = weekly_runs::progress(&self.pool, week).await?;
             tracing::info!(%week, ?progress, "weekly run completed");
@@ -183,9 +204,62 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Skips, as `expired`, deliveries still waiting for a push past `LEVELUP_SEND_DEADLINE_HOURS`
+    /// after their due time, at most once a minute per run and only once the run itself is that
+    /// old (a fresh run has nothing overdue, and the query reads the run's waiting rows).
+    async fn expire_overdue(&mut self, run: &weekly_runs::WeeklyRun) -> anyhow::Result<()> {
+        let deadline = self.config.send_deadline;
+        let overdue_possible =
+            run.due_at + chrono::Duration::from_std(deadline).unwrap_or(chrono::TimeDelta::MAX) < Utc::now();
+        if !overdue_possible || self.last_expiry.get(&run.week).is_some_and(|at| at.elapsed().as_secs() < 60) {
+            return Ok(());
+        }
+        loop {
+            let expired = weekly_runs::expire_overdue(&self.pool, run.week, deadline, 10_000).await?;
+            if expired > 0 {
+                metrics::counter!("levelup_email_expired_total").increment(expired);
+                tracing::warn!(week = %run.week, expired, ?deadline, "deliveries past their send deadline skipped as expired");
+            }
+            if expired < 10_000 {
+                break;
+            }
+        }
+        self.last_expiry.insert(run.week, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// The reputation guard (see [`reputation`]): pauses the run if its bounce or complaint rate
+    /// crossed the limit. Returns whether the run is paused (by this call or before it).
+    async fn guard(&mut self, week: IsoWeek) -> anyhow::Result<bool> {
+        let Some(run) = weekly_runs::get(&self.pool, week).await? else { return Ok(true) };
+        if run.paused_at.is_some() {
+            return Ok(true);
+        }
+        if !reputation::has_events(&run) || self.judged.get(&week) == Some(&(run.bounces, run.complaints)) {
+            return Ok(false);
+        }
+        let sent = weekly_runs::sent_count(&self.pool, week).await?;
+        let Some(reason) = reputation::verdict(&run, sent, &self.config.reputation) else {
+            // Judged with these counts: ask again when another event arrives (or more is sent).
+            if sent - run.guard_sent >= self.config.reputation.pause_min_sends {
+                self.judged.insert(week, (run.bounces, run.complaints));
+            }
+            return Ok(false);
+        };
+        if weekly_runs::pause(&self.pool, week, weekly_runs::REPUTATION_GUARD, &reason).await? {
+            metrics::counter!("levelup_run_pauses_total", "by" => weekly_runs::REPUTATION_GUARD).increment(1);
+            tracing::warn!(target: "audit", %week, actor = weekly_runs::REPUTATION_GUARD, %reason, "run paused");
+        }
+        Ok(true)
+    }
+
     /// Tops the queue up to the window: rows due for an attempt first, then pushed rows whose job
     /// is gone from the queue. Each push is recorded (fenced by the lease) before it is made.
-    async fn feed(&mut self, week: IsoWeek) -> anyhow::Result<()> {
+    /// Returns `false`, feeding nothing, when the run is paused (see [`Self::guard`]).
+    async fn feed(&mut self, week: IsoWeek) -> anyhow::Result<bool> {
+        if self.guard(week).await? {
+            return Ok(false);
+        }
         let outstanding = weekly_runs::outstanding(&self.pool, week).await?;
         let free = self.config.queue_window - outstanding;
         let mut pushes = Vec::new();
@@ -207,7 +281,7 @@ impl Scheduler {
             }
         }
         if pushes.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         for chunk in pushes.chunks(500) {
             let tasks = chunk.iter().map(|push| {
@@ -223,7 +297,7 @@ impl Scheduler {
                 .map_err(|e| anyhow::anyhow!("pushing email jobs: {e}"))?;
         }
         tracing::debug!(%week, pushed = pushes.len(), outstanding, "fed the email queue");
-        Ok(())
+        Ok(true)
     }
 
     /// Pushed rows, unfinished for a while, whose job no longer exists in the queue.

@@ -53,6 +53,31 @@ pub struct Run {
     pub eta_seconds: Option<f64>,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub due_at: chrono::DateTime<chrono::Utc>,
+    /// Set while the run is paused.
+    pub paused: Option<Pause>,
+    pub bounces: i64,
+    pub complaints: i64,
+    /// Skipped deliveries by reason.
+    pub skip_reasons: std::collections::BTreeMap<String, i64>,
+    /// The run's audit trail: pauses and resumes.
+    pub events: Vec<RunEvent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pause {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunEvent {
+    /// `paused` or `resumed`.
+    pub action: String,
+    pub by: String,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A row of the delivery ledger (`DeliveryView`).
@@ -252,6 +277,21 @@ impl AdminClient {
 
     pub async fn run(&self, week: &str) -> Run {
         expect_json(self.run_raw(week).await).await
+    }
+
+    /// `POST /v1/admin/runs/{week}/pause` or `/resume` (`action`) as operator `by`, for `reason`.
+    pub async fn run_action_raw(&self, week: &str, action: &str, by: &str, reason: &str) -> Response {
+        send(self.post(&format!("/v1/admin/runs/{week}/{action}")).json(&json!({ "by": by, "reason": reason }))).await
+    }
+
+    /// Pauses `week`'s run (200 expected).
+    pub async fn pause_run(&self, week: &str, by: &str, reason: &str) -> Run {
+        expect_json(self.run_action_raw(week, "pause", by, reason).await).await
+    }
+
+    /// Resumes `week`'s run (200 expected).
+    pub async fn resume_run(&self, week: &str, by: &str, reason: &str) -> Run {
+        expect_json(self.run_action_raw(week, "resume", by, reason).await).await
     }
 
     pub async fn runs_raw(&self) -> Response {

@@ -88,6 +88,50 @@ impl InProcessFleet {
         config
     }
 
+    /// What `queue` holds in Redis now, for a failure message: jobs waiting, scheduled (with
+    /// their due times), in flight per worker (with the worker's last heartbeat), finished and
+    /// not swept. For the failures no assertion explains (a job that never ran).
+    pub async fn describe_queue(&self, queue: levelup_common::jobs::Queue) -> String {
+        let config = levelup_common::jobs::queue::queue_config(queue, &self.config);
+        let mut conn = match levelup_common::runtime::redis_conn::connect(&self.config).await {
+            Ok(conn) => conn,
+            Err(err) => return format!("Redis unreachable: {err:#}"),
+        };
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let read = async {
+            let waiting: Vec<String> =
+                redis::cmd("LRANGE").arg(config.active_jobs_list()).arg(0).arg(50).query_async(&mut conn).await?;
+            let scheduled: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(config.scheduled_jobs_set())
+                .arg(0)
+                .arg(50)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            let workers: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(config.workers_set())
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            let mut inflight = Vec::new();
+            for (worker, _) in &workers {
+                let key = format!("{}:{worker}", config.inflight_jobs_set());
+                let members: Vec<String> = redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await?;
+                inflight.push((worker.clone(), members));
+            }
+            let done: u64 = redis::cmd("SCARD").arg(config.done_jobs_set()).query_async(&mut conn).await?;
+            let dead: u64 = redis::cmd("SCARD").arg(config.dead_jobs_set()).query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>(format!(
+                "queue {} at {now_ms} ms: waiting {waiting:?}; scheduled {scheduled:?}; workers (last beat) {workers:?}; \
+                 in flight {inflight:?}; done {done}; dead {dead}",
+                config.queue.as_ref()
+            ))
+        };
+        read.await.unwrap_or_else(|err| format!("reading the queue failed: {err}"))
+    }
+
     /// Panics, with how they ended, if a worker or scheduler has stopped before [`Self::stop`];
     /// call it while waiting, so a dead fleet fails the test at once rather than at the deadline.
     pub fn assert_running(&self) {

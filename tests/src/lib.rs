@@ -10,6 +10,7 @@ pub mod clients;
 pub mod db;
 pub mod fake_ses;
 pub mod fake_shopify;
+pub mod fake_sns;
 pub mod fixtures;
 pub mod fleet;
 pub mod processes;

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use levelup_common::domain::states::{
-    DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunStatus, SubscriberStatus, SuppressionReason,
-    SyncMode, SyncStatus, WebhookSource, WritebackState,
+    DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunAction, RunStatus, SubscriberStatus,
+    SuppressionReason, SyncMode, SyncStatus, WebhookSource, WritebackState,
 };
 use levelup_tests::TestDb;
 
@@ -22,6 +22,7 @@ fn enums() -> Vec<(&'static str, &'static str, &'static str, BTreeSet<String>)> 
         ("DeliveryState", "deliveries", "state", names(DeliveryState::ALL, DeliveryState::as_str)),
         ("DeliveryKind", "deliveries", "kind", names(DeliveryKind::ALL, DeliveryKind::as_str)),
         ("RunStatus", "weekly_runs", "status", names(RunStatus::ALL, RunStatus::as_str)),
+        ("RunAction", "run_events", "action", names(RunAction::ALL, RunAction::as_str)),
         ("SyncStatus", "shopify_syncs", "status", names(SyncStatus::ALL, SyncStatus::as_str)),
         ("SyncMode", "shopify_syncs", "mode", names(SyncMode::ALL, SyncMode::as_str)),
         ("WritebackState", "shopify_writebacks", "state", names(WritebackState::ALL, WritebackState::as_str)),

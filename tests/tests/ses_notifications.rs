@@ -1,74 +1,12 @@
 //! SES bounces and complaints arriving through SNS: signatures (v1 SHA1withRSA, v2 SHA256withRSA)
 //! verified against a certificate served locally, subscription confirmation, dedupe, suppression.
 
-use std::sync::{Arc, Mutex};
-
-use base64::{Engine, engine::general_purpose::STANDARD};
-use levelup_tests::{TestEnv, processes::spawn_api};
-use poem::{EndpointExt, Route, Server, get, handler, listener::TcpAcceptor, web::Data};
-use rsa::{
-    RsaPrivateKey,
-    pkcs1v15::SigningKey,
-    pkcs8::DecodePrivateKey,
-    signature::{SignatureEncoding, Signer},
+use levelup_tests::{
+    TestEnv,
+    fake_sns::{OUR_TOPIC, fake_sns, notification, sign},
+    processes::spawn_api,
 };
 use serde_json::{Value, json};
-
-const KEY: &str = include_str!("../fixtures/sns-test-key.pem");
-const CERT: &str = include_str!("../fixtures/sns-test-cert.pem");
-const OUR_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ses-events";
-
-#[handler]
-fn cert() -> &'static str {
-    CERT
-}
-
-#[handler]
-fn confirm(Data(hits): Data<&Arc<Mutex<u32>>>) -> &'static str {
-    *hits.lock().unwrap() += 1;
-    "<ConfirmSubscriptionResponse/>"
-}
-
-/// Serves the signing certificate and a SubscribeURL; returns the base URL and the confirm hit counter.
-fn fake_sns() -> (String, Arc<Mutex<u32>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let base = format!("http://{}/", listener.local_addr().unwrap());
-    let hits = Arc::new(Mutex::new(0));
-    let app = Route::new().at("/cert.pem", get(cert)).at("/confirm", get(confirm)).data(hits.clone());
-    let acceptor = TcpAcceptor::from_std(listener).unwrap();
-    tokio::spawn(async move {
-        let _ = Server::new_with_acceptor(acceptor).run(app).await;
-    });
-    (base, hits)
-}
-
-/// Signs per the SNS documentation, written out here independently of the code under test.
-fn sign(mut message: Value, version: &str) -> Value {
-    let get = |name: &str| message.get(name).and_then(Value::as_str).map(str::to_owned);
-    let names: &[&str] = if get("Type").as_deref() == Some("Notification") {
-        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
-    } else {
-        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
-    };
-    let canonical: String = names.iter().filter_map(|n| get(n).map(|v| format!("{n}\n{v}\n"))).collect();
-    let key = RsaPrivateKey::from_pkcs8_pem(KEY).unwrap();
-    let signature = match version {
-        "1" => SigningKey::<sha1::Sha1>::new(key).sign(canonical.as_bytes()).to_vec(),
-        _ => SigningKey::<sha2::Sha256>::new(key).sign(canonical.as_bytes()).to_vec(),
-    };
-    message["SignatureVersion"] = json!(version);
-    message["Signature"] = json!(STANDARD.encode(signature));
-    message
-}
-
-fn notification(base: &str, id: &str, inner: Value) -> Value {
-    json!({
-        "Type": "Notification", "MessageId": id, "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
-        "Message": inner.to_string(), "Timestamp": "2026-11-22T12:00:00.000Z",
-        "SigningCertURL": format!("{base}cert.pem"),
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_bounces_and_complaints_suppress_and_tampered_ones_are_rejected() {

@@ -16,6 +16,7 @@ use levelup_tests::{
     fake_shopify::{CostModel, FakeCustomer, FakeShopify, ShopifyFaults, mixed_customers},
     fixtures, link_token,
     processes::{ChildProcess, spawn_api},
+    wait::wait_until_explained,
     wait_until,
 };
 use serde_json::json;
@@ -56,13 +57,33 @@ async fn start_sync(admin: &AdminClient) -> i64 {
 
 /// Waits for the sync to finish while `fleet` (if in-process) keeps running.
 async fn sync_finished(pool: &PgPool, fleet: Option<&InProcessFleet>, id: i64, deadline: Duration) -> sync::Sync {
-    wait_until(&format!("sync {id} to finish"), deadline, || async {
+    let check = || async {
         if let Some(fleet) = fleet {
             fleet.assert_running();
         }
         sync::get(pool, id).await.unwrap().filter(|s| s.status != SyncStatus::Running)
-    })
+    };
+    wait_until_explained(&format!("sync {id} to finish"), deadline, check, || explain(pool, fleet)).await
+}
+
+/// The syncs, the write-backs and the sync queue, for a wait that timed out.
+async fn explain(pool: &PgPool, fleet: Option<&InProcessFleet>) -> String {
+    let syncs: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s %s next %s pushed %s at %s claimed until %s', id, status, next_page, pushed_page, pushed_at,
+                       claimed_until)
+         FROM shopify_syncs ORDER BY id",
+    )
+    .fetch_all(pool)
     .await
+    .unwrap_or_default();
+    let writebacks = levelup_common::db::shopify_writebacks::list(pool, 10).await.unwrap_or_default();
+    let queue = match fleet {
+        Some(fleet) => fleet.describe_queue(levelup_common::jobs::Queue::ShopifySync).await,
+        None => String::from("(worker processes)"),
+    };
+    format!(
+        "syncs (id, status, next page, pushed page, pushed at, claimed until): {syncs:?}\nwrite-backs: {writebacks:?}\n{queue}"
+    )
 }
 
 async fn status_of(pool: &PgPool, email: &str) -> Option<String> {
@@ -297,7 +318,7 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
     assert_eq!(response.status(), 200);
     assert_eq!(status_of(pool, &email).await.as_deref(), Some("unsubscribed"));
     // The store hears of it through a write-back job.
-    wait_until("the unsubscribe written back to Shopify", Duration::from_secs(30), || async {
+    let written_back = || async {
         fleet.assert_running();
         shopify
             .customers()
@@ -305,8 +326,9 @@ async fn an_unsubscribe_in_levelup_is_written_back_and_a_later_opt_in_in_the_sto
             .find(|c| c.id == customer.id)
             .filter(|c| c.marketing_state == "UNSUBSCRIBED")
             .cloned()
-    })
-    .await;
+    };
+    let what = "the unsubscribe written back to Shopify";
+    wait_until_explained(what, Duration::from_secs(30), written_back, || explain(pool, Some(&fleet))).await;
     assert_eq!(shopify.stats().consent_updates, vec![(customer.gid(), "UNSUBSCRIBED".to_owned())]);
     let writebacks = admin.shopify_writebacks().await;
     wait_until("the write-back recorded as done", Duration::from_secs(10), || async {

@@ -106,13 +106,31 @@ impl SendEmail {
     }
 
     pub async fn process(&self, delivery_id: i64) -> Result<Outcome, JobError> {
-        let claimed =
-            match deliveries::claim(&self.pool, delivery_id, &self.worker_name, self.config.claim_timeout).await? {
-                Claim::Claimed(claimed) => claimed,
-                // A duplicate job, or one whose worker still holds it: the ledger (and the
-                // scheduler's re-push of timed-out claims) takes care of it.
-                Claim::Finished(_) | Claim::Missing | Claim::HeldElsewhere => return Ok(Outcome::NothingToDo),
-            };
+        let claimed = match deliveries::claim(
+            &self.pool,
+            delivery_id,
+            &self.worker_name,
+            self.config.claim_timeout,
+            self.config.send_deadline,
+        )
+        .await?
+        {
+            Claim::Claimed(claimed) => claimed,
+            // A duplicate job, or one whose worker still holds it: the ledger (and the
+            // scheduler's re-push of timed-out claims) takes care of it.
+            Claim::Finished(_) | Claim::Missing | Claim::HeldElsewhere => return Ok(Outcome::NothingToDo),
+        };
+        if claimed.expired {
+            // Stale mail is worse than none: last week's challenge days late after an outage.
+            let reason = "expired".to_owned();
+            deliveries::finish_unsent(&self.pool, delivery_id, &self.worker_name, Unsent::Skipped, &reason).await?;
+            metrics::counter!("levelup_email_expired_total").increment(1);
+            return Ok(Outcome::Skipped { reason });
+        }
+        if claimed.run_paused {
+            // Back to `queued`, unpushed and with its attempt returned: fed again on resume.
+            return self.give_back(delivery_id, Retry::before_sending(Duration::ZERO, "run paused")).await;
+        }
         let waited = (chrono::Utc::now() - claimed.due_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!("levelup_email_pickup_latency_seconds").record(waited);
         if claimed.ambiguous {

@@ -34,6 +34,10 @@ pub struct ClaimedDelivery {
     pub challenge_id: Option<i64>,
     pub challenge_title: Option<String>,
     pub challenge_body: Option<String>,
+    /// Not sent within the deadline of its due time (`deliver_after`): to be skipped as `expired`.
+    pub expired: bool,
+    /// The run is paused: to be given back untouched.
+    pub run_paused: bool,
 }
 
 #[derive(Debug)]
@@ -47,7 +51,14 @@ pub enum Claim {
     Missing,
 }
 
-pub async fn claim(pool: &PgPool, id: i64, worker: &str, claim_timeout: Duration) -> sqlx::Result<Claim> {
+/// Claims delivery `id` for `worker`; `deadline`: how long after its due time it may still be sent.
+pub async fn claim(
+    pool: &PgPool,
+    id: i64,
+    worker: &str,
+    claim_timeout: Duration,
+    deadline: Duration,
+) -> sqlx::Result<Claim> {
     let claimed: Option<ClaimedDelivery> = sqlx::query_as(
         "WITH claimed AS (
              UPDATE deliveries
@@ -60,8 +71,11 @@ pub async fn claim(pool: &PgPool, id: i64, worker: &str, claim_timeout: Duration
          SELECT d.id, d.week, d.kind, d.attempts, d.ambiguous, d.reason, d.subscriber_id, d.next_attempt_at AS due_at,
                 s.email, s.first_name, s.status AS subscriber_status, s.level,
                 sup.reason AS suppression,
-                d.challenge_id, c.title AS challenge_title, c.body AS challenge_body
+                d.challenge_id, c.title AS challenge_title, c.body AS challenge_body,
+                d.deliver_after < now() - make_interval(secs => $4) AS expired,
+                r.paused_at IS NOT NULL AS run_paused
          FROM claimed d
+         JOIN weekly_runs r ON r.week = d.week
          JOIN subscribers s ON s.id = d.subscriber_id
          LEFT JOIN suppressions sup ON sup.email_lower = lower(s.email)
          LEFT JOIN challenges c ON c.id = d.challenge_id",
@@ -69,6 +83,7 @@ pub async fn claim(pool: &PgPool, id: i64, worker: &str, claim_timeout: Duration
     .bind(id)
     .bind(worker)
     .bind(claim_timeout.as_secs_f64())
+    .bind(deadline.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     if let Some(claimed) = claimed {

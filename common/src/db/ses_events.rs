@@ -1,5 +1,5 @@
 //! The effect of SES bounce and complaint notifications: suppress the addresses and mark their
-//! subscribers, once per SNS message.
+//! subscribers, once per SNS message; count them against the run that sent the message.
 
 use sqlx::PgPool;
 
@@ -41,6 +41,18 @@ pub async fn apply(pool: &PgPool, sns_message_id: &str, event: &SesEvent) -> sql
         .bind(email)
         .bind(status)
         .bind(SubscriberStatus::Active)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The run the message belongs to counts it: its bounce and complaint rates may pause it.
+    if let Some(message_id) = &event.ses_message_id {
+        sqlx::query(
+            "UPDATE weekly_runs
+             SET bounces = bounces + ($2 = 'bounce')::int, complaints = complaints + ($2 = 'complaint')::int
+             WHERE week = (SELECT week FROM deliveries WHERE message_id = $1 AND message_id IS NOT NULL LIMIT 1)",
+        )
+        .bind(message_id)
+        .bind(reason)
         .execute(&mut *tx)
         .await?;
     }

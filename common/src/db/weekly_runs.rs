@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
 
-use crate::domain::{DeliveryState, IsoWeek, RunStatus};
+use crate::domain::{DeliveryState, IsoWeek, RunAction, RunStatus};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct WeeklyRun {
@@ -27,17 +27,163 @@ pub struct WeeklyRun {
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub fanout_finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the run's emails are due: the schedule's firing, or the trigger.
+    pub due_at: chrono::DateTime<chrono::Utc>,
+    /// Set while the run is paused (see [`pause`]).
+    pub paused_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub paused_by: Option<String>,
+    pub pause_reason: Option<String>,
+    /// Permanent bounces and complaints SES reported for the run's messages.
+    pub bounces: i64,
+    pub complaints: i64,
+    /// The counts at the last resume: the reputation guard judges what came after it.
+    pub guard_sent: i64,
+    pub guard_bounces: i64,
+    pub guard_complaints: i64,
 }
 
-/// Creates the week's run unless it exists. Returns whether this call created it.
+/// Creates the week's run, due now, unless it exists. Returns whether this call created it.
 pub async fn create(pool: &PgPool, week: IsoWeek, triggered_by: &str) -> sqlx::Result<bool> {
-    let inserted = sqlx::query("INSERT INTO weekly_runs (week, triggered_by) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(week)
-        .bind(triggered_by)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    create_due(pool, week, triggered_by, chrono::Utc::now()).await
+}
+
+/// Creates the week's run, due at `due_at` (the schedule's firing), unless it exists.
+pub async fn create_due(
+    pool: &PgPool,
+    week: IsoWeek,
+    triggered_by: &str,
+    due_at: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<bool> {
+    let inserted =
+        sqlx::query("INSERT INTO weekly_runs (week, triggered_by, due_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(week)
+            .bind(triggered_by)
+            .bind(due_at)
+            .execute(pool)
+            .await?
+            .rows_affected();
     Ok(inserted == 1)
+}
+
+/// One line of a run's audit trail.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct RunEvent {
+    pub action: RunAction,
+    /// The operator's name, or `reputation-guard` for an automatic pause.
+    pub actor: String,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The actor of automatic pauses.
+pub const REPUTATION_GUARD: &str = "reputation-guard";
+
+/// Pauses an unfinished run: it is no longer fed, and workers give back what they pick up of it.
+/// Returns whether this call paused it (`false`: no such unfinished run, or already paused).
+pub async fn pause(pool: &PgPool, week: IsoWeek, actor: &str, reason: &str) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let paused = sqlx::query(
+        "UPDATE weekly_runs SET paused_at = now(), paused_by = $2, pause_reason = $3
+         WHERE week = $1 AND status <> 'completed' AND paused_at IS NULL",
+    )
+    .bind(week)
+    .bind(actor)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if paused {
+        record_event(&mut tx, week, RunAction::Paused, actor, reason).await?;
+    }
+    tx.commit().await?;
+    Ok(paused)
+}
+
+/// Resumes a paused run; the reputation guard then judges only what is sent from now on.
+/// Returns whether this call resumed it (`false`: not paused).
+pub async fn resume(pool: &PgPool, week: IsoWeek, actor: &str, reason: &str) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let resumed = sqlx::query(
+        "UPDATE weekly_runs SET paused_at = NULL, paused_by = NULL, pause_reason = NULL,
+                guard_bounces = bounces, guard_complaints = complaints,
+                guard_sent = (SELECT count(*) FROM deliveries WHERE week = $1 AND state = 'sent')
+         WHERE week = $1 AND paused_at IS NOT NULL",
+    )
+    .bind(week)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if resumed {
+        record_event(&mut tx, week, RunAction::Resumed, actor, reason).await?;
+    }
+    tx.commit().await?;
+    Ok(resumed)
+}
+
+async fn record_event(
+    tx: &mut sqlx::PgConnection,
+    week: IsoWeek,
+    action: RunAction,
+    actor: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO run_events (week, action, actor, reason) VALUES ($1, $2, $3, $4)")
+        .bind(week)
+        .bind(action)
+        .bind(actor)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The run's audit trail, oldest first.
+pub async fn events(pool: &PgPool, week: IsoWeek) -> sqlx::Result<Vec<RunEvent>> {
+    sqlx::query_as("SELECT action, actor, reason, at FROM run_events WHERE week = $1 ORDER BY id")
+        .bind(week)
+        .fetch_all(pool)
+        .await
+}
+
+/// The run's skipped deliveries counted by reason.
+pub async fn skip_reasons(pool: &PgPool, week: IsoWeek) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT coalesce(reason, 'unknown'), count(*) FROM deliveries WHERE week = $1 AND state = 'skipped'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(week)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deliveries of the run sent so far (an index-only count; the reputation guard asks it only when
+/// a bounce or complaint has arrived).
+pub async fn sent_count(pool: &PgPool, week: IsoWeek) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE week = $1 AND state = 'sent'")
+        .bind(week)
+        .fetch_one(pool)
+        .await
+}
+
+/// Skips, as `expired`, up to `limit` of the run's deliveries waiting for a push whose due time is
+/// more than `deadline` ago (a run resumed, restored or caught up after an outage must not send
+/// stale mail). Pushed ones are judged by the worker that claims them. Returns how many.
+pub async fn expire_overdue(pool: &PgPool, week: IsoWeek, deadline: Duration, limit: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET state = 'skipped', reason = 'expired', updated_at = now()
+         WHERE id = ANY(ARRAY(SELECT id FROM deliveries
+                              WHERE week = $1 AND state = 'queued' AND pushed_at IS NULL
+                                AND deliver_after < now() - make_interval(secs => $2)
+                              LIMIT $3 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(week)
+    .bind(deadline.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 pub async fn get(pool: &PgPool, week: IsoWeek) -> sqlx::Result<Option<WeeklyRun>> {
@@ -107,15 +253,15 @@ pub async fn fan_out_page(pool: &PgPool, week: IsoWeek, owner: &str, page_size: 
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     // Fencing: only the lease holder advances the run; the row lock serialises it.
-    let cursor: Option<i64> = sqlx::query_scalar(
-        "SELECT resume_after_id FROM weekly_runs
+    let run: Option<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT resume_after_id, due_at FROM weekly_runs
          WHERE week = $1 AND lease_owner = $2 AND status = 'fanning_out' FOR UPDATE",
     )
     .bind(week)
     .bind(owner)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(cursor) = cursor else { return Ok(FanOutPage::LeaseLost) };
+    let Some((cursor, due_at)) = run else { return Ok(FanOutPage::LeaseLost) };
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM subscribers WHERE id > $1 ORDER BY id LIMIT $2")
         .bind(cursor)
         .bind(page_size)
@@ -129,7 +275,7 @@ pub async fn fan_out_page(pool: &PgPool, week: IsoWeek, owner: &str, page_size: 
         tx.commit().await?;
         return Ok(FanOutPage::Done);
     };
-    let inserted = insert_deliveries(&mut tx, week, &ids).await?;
+    let inserted = insert_deliveries(&mut tx, week, &ids, Some(due_at)).await?;
     sqlx::query("UPDATE weekly_runs SET resume_after_id = $2, total = total + $3 WHERE week = $1")
         .bind(week)
         .bind(last)
@@ -143,10 +289,16 @@ pub async fn fan_out_page(pool: &PgPool, week: IsoWeek, owner: &str, page_size: 
 /// Challenge selection: the subscriber's level's challenges they have not been sent yet, in
 /// `position` order; when every one has been sent, the one sent longest ago (a repeat). A
 /// subscriber without a level gets the questionnaire invitation. Non-active or suppressed
-/// subscribers, and levels with no challenge, get a `skipped` row with the reason.
-async fn insert_deliveries(tx: &mut sqlx::PgConnection, week: IsoWeek, ids: &[i64]) -> sqlx::Result<u64> {
+/// subscribers, and levels with no challenge, get a `skipped` row with the reason. The rows are
+/// due at `due_at` (`None`: now).
+async fn insert_deliveries(
+    tx: &mut sqlx::PgConnection,
+    week: IsoWeek,
+    ids: &[i64],
+    due_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> sqlx::Result<u64> {
     Ok(sqlx::query(
-        "INSERT INTO deliveries (subscriber_id, week, kind, challenge_id, state, reason)
+        "INSERT INTO deliveries (subscriber_id, week, kind, challenge_id, state, reason, deliver_after)
          SELECT s.id, $1,
                 CASE WHEN s.level IS NULL THEN 'questionnaire_invite' ELSE 'challenge' END,
                 next.id,
@@ -154,7 +306,8 @@ async fn insert_deliveries(tx: &mut sqlx::PgConnection, week: IsoWeek, ids: &[i6
                        OR (s.level IS NOT NULL AND next.id IS NULL) THEN 'skipped' ELSE 'queued' END,
                 CASE WHEN s.status <> 'active' THEN s.status
                      WHEN sup.reason IS NOT NULL THEN 'suppressed:' || sup.reason
-                     WHEN s.level IS NOT NULL AND next.id IS NULL THEN 'no_challenge_at_level' END
+                     WHEN s.level IS NOT NULL AND next.id IS NULL THEN 'no_challenge_at_level' END,
+                coalesce($3, now())
          FROM subscribers s
          LEFT JOIN suppressions sup ON sup.email_lower = lower(s.email)
          LEFT JOIN LATERAL (
@@ -173,6 +326,7 @@ async fn insert_deliveries(tx: &mut sqlx::PgConnection, week: IsoWeek, ids: &[i6
     )
     .bind(week)
     .bind(ids)
+    .bind(due_at)
     .execute(&mut *tx)
     .await?
     .rows_affected())
@@ -192,7 +346,8 @@ pub async fn add_subscriber(pool: &PgPool, week: IsoWeek, subscriber_id: i64) ->
     if run.is_none() {
         return Ok(None);
     }
-    let inserted = insert_deliveries(&mut tx, week, &[subscriber_id]).await?;
+    // Added late (or resent): due now, not when the run was.
+    let inserted = insert_deliveries(&mut tx, week, &[subscriber_id], None).await?;
     let id: Option<i64> = sqlx::query_scalar("SELECT id FROM deliveries WHERE week = $1 AND subscriber_id = $2")
         .bind(week)
         .bind(subscriber_id)

@@ -17,8 +17,8 @@ pub use iso_week::IsoWeek;
 pub use level::Level;
 pub use ses_event::SesEvent;
 pub use states::{
-    DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunStatus, SubscriberStatus, SuppressionReason,
-    SyncMode, SyncStatus, WebhookSource, WritebackState,
+    DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunAction, RunStatus, SubscriberStatus,
+    SuppressionReason, SyncMode, SyncStatus, WebhookSource, WritebackState,
 };
 pub use text::{has_control_characters, one_line};
 

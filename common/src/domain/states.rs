@@ -216,3 +216,11 @@ mod tests {
         assert_eq!(serde_json::from_str::<DeadLetterQueue>("\"shopify-sync\"").unwrap(), DeadLetterQueue::ShopifySync);
     }
 }
+
+text_enum! {
+    /// `run_events.action`: what an operator (or the reputation guard) did to a run.
+    RunAction {
+        Paused => "paused",
+        Resumed => "resumed",
+    }
+}

@@ -2,8 +2,8 @@
 
 use levelup_common::{
     db::dead_letters::{self, DeadLetter},
-    db::weekly_runs::{self, Progress, WeeklyRun},
-    domain::{DeadLetterQueue, IsoWeek, RunStatus},
+    db::weekly_runs::{self, Progress, RunEvent, WeeklyRun},
+    domain::{DeadLetterQueue, IsoWeek, RunAction, RunStatus},
     jobs::queue::{self, QueueDepth},
 };
 use poem_openapi::{Object, OpenApi, Tags, param::Path, payload::Json};
@@ -64,10 +64,67 @@ struct RunView {
     eta_seconds: Option<f64>,
     started_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the run's emails are due: the schedule's firing, or the trigger. A delivery not sent
+    /// within `LEVELUP_SEND_DEADLINE_HOURS` of its due time is skipped as `expired`.
+    due_at: chrono::DateTime<chrono::Utc>,
+    /// Set while the run is paused: nothing of it is sent until it is resumed.
+    paused: Option<PauseView>,
+    /// Permanent bounces SES reported for the run's messages.
+    bounces: i64,
+    /// Complaints SES reported for the run's messages.
+    complaints: i64,
+    /// Skipped deliveries by reason (`unsubscribed`, `suppressed:bounce`, `expired`, …).
+    skip_reasons: std::collections::BTreeMap<String, i64>,
+    /// Who paused and resumed the run, when and why (oldest first).
+    events: Vec<RunEventView>,
 }
 
+#[derive(Object)]
+struct PauseView {
+    at: chrono::DateTime<chrono::Utc>,
+    /// The operator, or `reputation-guard` for an automatic pause.
+    by: String,
+    reason: String,
+}
+
+#[derive(Object)]
+struct RunEventView {
+    action: RunAction,
+    by: String,
+    reason: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<RunEvent> for RunEventView {
+    fn from(e: RunEvent) -> Self {
+        Self { action: e.action, by: e.actor, reason: e.reason, at: e.at }
+    }
+}
+
+/// An operator's pause or resume.
+#[derive(Object)]
+struct RunActionRequest {
+    /// Who is acting: recorded in the run's audit trail (the admin key names no one).
+    #[oai(validator(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    by: crate::http::json_string::JsonString,
+    /// Why: recorded with it.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"))]
+    reason: crate::http::json_string::JsonString,
+}
+
+crate::http::error::status!(
+    /// The run is not in a state the action applies to.
+    RunConflict = 409,
+    "The run cannot take this action now: it is completed (pause), or not paused (resume)."
+);
+
 impl RunView {
-    fn new(run: WeeklyRun, progress: Progress) -> Self {
+    fn new(
+        run: WeeklyRun,
+        progress: Progress,
+        skip_reasons: std::collections::BTreeMap<String, i64>,
+        events: Vec<RunEvent>,
+    ) -> Self {
         let end = run.finished_at.unwrap_or_else(chrono::Utc::now);
         let (rate, eta) = progress.pace(end - run.started_at);
         Self {
@@ -87,6 +144,15 @@ impl RunView {
             eta_seconds: eta,
             started_at: run.started_at,
             finished_at: run.finished_at,
+            due_at: run.due_at,
+            paused: match (run.paused_at, run.paused_by, run.pause_reason) {
+                (Some(at), Some(by), Some(reason)) => Some(PauseView { at, by, reason }),
+                _ => None,
+            },
+            bounces: run.bounces,
+            complaints: run.complaints,
+            skip_reasons,
+            events: events.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -147,6 +213,10 @@ crate::http::error::status!(
     "Redis did not answer: the queue's depth is unknown."
 );
 
+fn run_not_found<S>(week: IsoWeek) -> ApiError<S> {
+    ApiError::new(Problem::new("run-not-found", "No such run", 404, format!("no run for {week}")))
+}
+
 fn invalid_week<S>(err: impl std::fmt::Display) -> ApiError<S> {
     ApiError::new(Problem::new("invalid-week", "Invalid ISO week", 400, format!("week: {err}")))
 }
@@ -178,8 +248,9 @@ impl AdminRunsApi {
     async fn list_runs(&self, _auth: AdminKey) -> Result<Json<Vec<RunView>>, ApiError> {
         let mut views = Vec::new();
         for run in weekly_runs::list(&self.state.db, 52).await? {
-            let progress = weekly_runs::progress(&self.state.db, run.week).await?;
-            views.push(RunView::new(run, progress));
+            if let Some(view) = self.view(run.week).await? {
+                views.push(view);
+            }
         }
         Ok(Json(views))
     }
@@ -194,8 +265,34 @@ impl AdminRunsApi {
         let week = IsoWeek::parse(&week).map_err(invalid_week)?;
         match self.view(week).await? {
             Some(view) => Ok(Json(view)),
-            None => Err(ApiError::new(Problem::new("run-not-found", "No such run", 404, format!("no run for {week}")))),
+            None => Err(run_not_found(week)),
         }
+    }
+
+    /// Pause an unfinished run: nothing more of it is sent (workers give back the jobs they pick
+    /// up, untouched) until it is resumed; nothing is lost. Idempotent: pausing a paused run
+    /// changes nothing. Recorded in the run's audit trail with who and why.
+    #[oai(path = "/runs/:week/pause", method = "post")]
+    async fn pause_run(
+        &self,
+        _auth: AdminKey,
+        #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
+        body: Json<RunActionRequest>,
+    ) -> Result<Json<RunView>, ApiError<(NotFound, RunConflict)>> {
+        self.act(&week, RunAction::Paused, &body).await
+    }
+
+    /// Resume a paused run (paused by an operator or by the reputation guard): it is fed again at
+    /// once. The guard then judges only what is sent after the resume. Recorded in the run's audit
+    /// trail with who and why.
+    #[oai(path = "/runs/:week/resume", method = "post")]
+    async fn resume_run(
+        &self,
+        _auth: AdminKey,
+        #[oai(validator(pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"))] week: Path<String>,
+        body: Json<RunActionRequest>,
+    ) -> Result<Json<RunView>, ApiError<(NotFound, RunConflict)>> {
+        self.act(&week, RunAction::Resumed, &body).await
     }
 
     /// Dead letters not yet replayed, newest first.
@@ -254,8 +351,50 @@ impl AdminRunsApi {
     }
 
     async fn view(&self, week: IsoWeek) -> sqlx::Result<Option<RunView>> {
-        let Some(run) = weekly_runs::get(&self.state.db, week).await? else { return Ok(None) };
-        let progress = weekly_runs::progress(&self.state.db, week).await?;
-        Ok(Some(RunView::new(run, progress)))
+        let db = &self.state.db;
+        let Some(run) = weekly_runs::get(db, week).await? else { return Ok(None) };
+        let progress = weekly_runs::progress(db, week).await?;
+        let skip_reasons = weekly_runs::skip_reasons(db, week).await?.into_iter().collect();
+        let events = weekly_runs::events(db, week).await?;
+        Ok(Some(RunView::new(run, progress, skip_reasons, events)))
+    }
+
+    /// Pause or resume, with the audit line; `applied`: whether the call changed the run.
+    async fn act(
+        &self,
+        week: &str,
+        action: RunAction,
+        body: &RunActionRequest,
+    ) -> Result<Json<RunView>, ApiError<(NotFound, RunConflict)>> {
+        let week = IsoWeek::parse(week).map_err(invalid_week)?;
+        let Some(run) = weekly_runs::get(&self.state.db, week).await? else { return Err(run_not_found(week)) };
+        let (by, reason): (&str, &str) = (body.by.as_ref(), body.reason.as_ref());
+        let applied = match action {
+            RunAction::Paused if run.status == RunStatus::Completed => {
+                return Err(ApiError::new(Problem::new(
+                    "run-completed",
+                    "Run completed",
+                    409,
+                    format!("the run for {week} is completed: there is nothing left to pause"),
+                )));
+            }
+            RunAction::Paused => weekly_runs::pause(&self.state.db, week, by, reason).await?,
+            RunAction::Resumed if run.paused_at.is_none() => {
+                return Err(ApiError::new(Problem::new(
+                    "run-not-paused",
+                    "Run not paused",
+                    409,
+                    format!("the run for {week} is not paused"),
+                )));
+            }
+            RunAction::Resumed => weekly_runs::resume(&self.state.db, week, by, reason).await?,
+        };
+        if applied {
+            metrics::counter!("levelup_run_pauses_total", "by" => "operator")
+                .increment(u64::from(action == RunAction::Paused));
+            tracing::info!(target: "audit", %week, action = action.as_str(), actor = by, reason, "run {action} by an operator");
+        }
+        let view = self.view(week).await?.ok_or(sqlx::Error::RowNotFound).map_err(|err| ApiError::internal(&err))?;
+        Ok(Json(view))
     }
 }
