@@ -100,7 +100,7 @@ defaults
     timeout http-keep-alive 10s
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+    retry-on conn-failure empty-response
 
 frontend stats
     bind {stats}
