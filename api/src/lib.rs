@@ -76,11 +76,14 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .around(http::protocol::security_headers)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then drains in-flight requests
-/// for at most the configured grace period.
+/// Serves the API on `listener` until `shutdown` is cancelled; then drains for
+/// `LEVELUP_DRAIN_SECS` (`/readyz` answers 503, everything else is still served, each connection
+/// closed after its response), stops accepting, and lets the requests in flight finish within
+/// `LEVELUP_SHUTDOWN_GRACE_SECS`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     levelup_common::runtime::telemetry::metrics_handle();
     let state = AppState::new(config.clone()).await?;
+    let lifecycle = http::server::Lifecycle::after(shutdown, state.draining.clone(), config.drain_period);
     listener.set_nonblocking(true).context("listener set_nonblocking")?;
     let address = listener.local_addr().context("listener address")?;
     let listener = tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
@@ -97,7 +100,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             .with_context(|| format!("binding LEVELUP_METRICS_BIND={bind}"))?;
         tracing::info!(%bind, "metrics listening");
         let metrics_app = Route::new().at("/metrics", poem::get(http::metrics::serve_metrics));
-        tokio::spawn(http::server::serve(metrics_listener, metrics_app, limits, shutdown.clone()));
+        tokio::spawn(http::server::serve(metrics_listener, metrics_app, limits, lifecycle.clone()));
     }
-    http::server::serve(listener, app(state), limits, shutdown).await.context("API server")
+    http::server::serve(listener, app(state), limits, lifecycle).await.context("API server")
 }

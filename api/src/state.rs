@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use levelup_common::{Config, db, runtime::redis_conn};
+use levelup_common::{Config, db, runtime::redis_conn, runtime::shutdown::CancellationToken};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
@@ -12,6 +12,8 @@ pub struct AppState {
     pub sns: levelup_common::mail::sns::SnsVerifier,
     pub db: PgPool,
     pub redis: RedisHandle,
+    /// Cancelled when the API starts draining (SIGTERM): `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
 }
 
 /// Redis is connected lazily so the API starts (and `/readyz` reports) while Redis is down.
@@ -35,6 +37,7 @@ impl AppState {
             sns: levelup_common::mail::sns::SnsVerifier::new(config.sns_trusted_prefixes.clone()),
             db: db::connect_lazy(&config)?,
             redis: RedisHandle { config: config.clone(), connection: Arc::default() },
+            draining: CancellationToken::new(),
             config,
         })
     }

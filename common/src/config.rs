@@ -107,6 +107,10 @@ pub struct Config {
     pub email_concurrency: usize,
     pub sync_concurrency: usize,
     pub shutdown_grace: Duration,
+    /// API only: after SIGTERM, how long `/readyz` answers 503 while every other request is still
+    /// served (each connection closed after its response), so load balancers take the replica
+    /// out of rotation before it stops accepting connections. Then `shutdown_grace` applies.
+    pub drain_period: Duration,
     /// A delivery claimed longer ago than this is presumed abandoned (its worker died) and may be
     /// claimed again, flagged ambiguous. Must exceed the SES timeout.
     pub claim_timeout: Duration,
@@ -255,6 +259,7 @@ impl Config {
             email_concurrency: env.parse("LEVELUP_EMAIL_CONCURRENCY", 16, positive)?,
             sync_concurrency: env.parse("LEVELUP_SYNC_CONCURRENCY", 2, positive)?,
             shutdown_grace: Duration::from_secs(env.parse("LEVELUP_SHUTDOWN_GRACE_SECS", 30, any)?),
+            drain_period: Duration::from_secs(env.parse("LEVELUP_DRAIN_SECS", 15, any)?),
             claim_timeout: Duration::from_secs(env.parse("LEVELUP_CLAIM_TIMEOUT_SECS", 60, positive)?),
             queue_window: env.parse("LEVELUP_QUEUE_WINDOW", 2000, |v: &i64| (1..=7000).contains(v))?,
             fanout_page_size: env.parse("LEVELUP_FANOUT_PAGE_SIZE", 1000, |v: &i64| (1..=10_000).contains(v))?,

@@ -9,8 +9,9 @@
 - references inside the set: Secrets, ConfigMaps and the ServiceAccount that pods, KEDA and
   each other name exist (only with --complete: a base leaves the Secret to its overlays);
   selectors of Services and PodDisruptionBudgets match a Deployment's pods; probes name a declared
-  port; the API's grace period covers preStop + LEVELUP_SHUTDOWN_GRACE_SECS; the KEDA query's
-  LIMIT is at least maxReplicaCount x targetQueryValue.
+  port; each pod's grace period covers preStop + (the API's) LEVELUP_DRAIN_SECS +
+  LEVELUP_SHUTDOWN_GRACE_SECS; the API's readiness probe notices a drain before the drain ends;
+  the KEDA query's LIMIT is at least maxReplicaCount x targetQueryValue.
 
 Prints one line per problem and exits 1 if there is any. Usage:
     kubectl kustomize DIR | python validate.py --name DIR --k8s 1.30 --k8s 1.37 [--complete]
@@ -178,7 +179,18 @@ def check_keda_limit(doc, trigger, problems):
         )
 
 
+def serves_api(container):
+    """Whether the container runs `levelup-api serve` (the only process that drains)."""
+    command = (container.get("command") or []) + (container.get("args") or [])
+    return command[:1] == ["levelup-api"] and command[1:2] in ([], ["serve"])
+
+
 def check_drain(docs, problems):
+    """The shutdown arithmetic (README, "Zero-downtime deploys"): on SIGTERM the API answers
+    /readyz with 503 for LEVELUP_DRAIN_SECS while still serving, then lets requests in flight
+    finish for LEVELUP_SHUTDOWN_GRACE_SECS; workers only have the grace period. Kubernetes kills
+    a pod terminationGracePeriodSeconds after deletion (preStop included), and a readiness probe
+    notices a failing /readyz after up to periodSeconds x failureThreshold + timeoutSeconds."""
     config = {}
     for doc in docs:
         if doc.get("kind") == "ConfigMap":
@@ -189,14 +201,30 @@ def check_drain(docs, problems):
             env = dict(config)
             env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
             grace = int(env.get("LEVELUP_SHUTDOWN_GRACE_SECS", "30"))
+            drain = int(env.get("LEVELUP_DRAIN_SECS", "15")) if serves_api(container) else 0
             pre_stop = (((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command")
             sleep = int(pre_stop[1]) if pre_stop and pre_stop[0] == "sleep" else 0
             period = spec.get("terminationGracePeriodSeconds", 30)
-            if doc.get("kind") == "Deployment" and period <= sleep + grace:
+            if doc.get("kind") == "Deployment" and period <= sleep + drain + grace:
                 problems.append(
                     f"{where(doc)}: terminationGracePeriodSeconds {period} does not exceed preStop {sleep} s + "
-                    f"LEVELUP_SHUTDOWN_GRACE_SECS {grace} s: Kubernetes would kill in-flight work"
+                    f"LEVELUP_DRAIN_SECS {drain} s + LEVELUP_SHUTDOWN_GRACE_SECS {grace} s: "
+                    "Kubernetes would kill in-flight work"
                 )
+            probe = container.get("readinessProbe")
+            if serves_api(container) and doc.get("kind") == "Deployment":
+                if not probe:
+                    problems.append(f"{where(doc)}: the API has no readinessProbe, so a drain goes unnoticed")
+                    continue
+                noticed = (
+                    probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) + probe.get("timeoutSeconds", 1)
+                )
+                if noticed >= drain:
+                    problems.append(
+                        f"{where(doc)}: the readinessProbe notices a drain after up to {noticed} s "
+                        "(periodSeconds x failureThreshold + timeoutSeconds), not within "
+                        f"LEVELUP_DRAIN_SECS {drain} s: requests could reach a replica that stopped accepting"
+                    )
 
 
 def main():

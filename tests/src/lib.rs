@@ -13,6 +13,7 @@ pub mod fake_shopify;
 pub mod fake_sns;
 pub mod fixtures;
 pub mod fleet;
+pub mod haproxy;
 pub mod processes;
 pub mod redis_ns;
 pub mod redis_server;
@@ -56,6 +57,8 @@ impl TestEnv {
                 ("LEVELUP_TOKEN_KEYS", TOKEN_KEYS.to_owned()),
                 ("LEVELUP_API_BIND", "127.0.0.1:0".to_owned()),
                 ("LEVELUP_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+                // Nothing balances load in front of a test's API: stop at once (the drill sets its own).
+                ("LEVELUP_DRAIN_SECS", "0".to_owned()),
                 ("LEVELUP_DATABASE_MAX_CONNECTIONS", "5".to_owned()),
                 ("LEVELUP_LOG", "warn".to_owned()),
                 // Unlimited unless a test sets a rate; fast retries.

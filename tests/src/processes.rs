@@ -81,6 +81,17 @@ impl ChildProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, without waiting (see [`ChildProcess::exited`]).
+    pub fn send_sigterm(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits (without blocking the runtime) until the process exits, at most `deadline`.
+    pub async fn exited(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let what = format!("{} (pid {}) to exit", self.name, self.child.id());
+        crate::wait_until(&what, deadline, || std::future::ready(self.child.try_wait().expect("child status"))).await
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);

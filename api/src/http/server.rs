@@ -8,8 +8,13 @@
 //!   request takes a handler slot, so slow senders cannot exhaust the slots.
 //! - One client address holds at most `LEVELUP_API_MAX_CONNECTIONS_PER_CLIENT` connections; more
 //!   are closed at once.
-//! - On shutdown, no new connection is accepted, kept-alive connections are closed after their
-//!   current request, and requests in flight get the grace period.
+//! - Shutdown has two phases ([`Lifecycle`]). Draining (from SIGTERM, `LEVELUP_DRAIN_SECS`):
+//!   connections are still accepted and every request is served, but each response carries
+//!   `Connection: close`, so a load balancer never reuses a connection that is about to go away
+//!   (and `/readyz` answers 503, so it stops routing here). Stopping: the listener is closed (new
+//!   connections are refused at once, which a proxy retries elsewhere, rather than left waiting in
+//!   the backlog), idle kept-alive connections are closed, busy ones after their current
+//!   response, and requests in flight get `LEVELUP_SHUTDOWN_GRACE_SECS`.
 
 use std::{
     collections::HashMap,
@@ -26,6 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use levelup_common::runtime::shutdown::CancellationToken;
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint,
+    http::{HeaderValue, header::CONNECTION},
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::net::TcpListener;
@@ -36,6 +42,35 @@ pub(crate) struct ServerLimits {
     pub header_timeout: Duration,
     pub max_connections_per_client: usize,
     pub shutdown_grace: Duration,
+}
+
+/// The two phases of a server's shutdown; see the module documentation.
+#[derive(Clone)]
+pub(crate) struct Lifecycle {
+    /// Still serving, but closing each connection after its response.
+    pub(crate) draining: CancellationToken,
+    /// No new connections; finishing the requests in flight.
+    pub(crate) stopping: CancellationToken,
+}
+
+impl Lifecycle {
+    /// Follows `shutdown`: when it is cancelled, cancels `draining`, waits `drain_period`, then
+    /// stops.
+    pub(crate) fn after(shutdown: CancellationToken, draining: CancellationToken, drain_period: Duration) -> Self {
+        let lifecycle = Self { draining, stopping: CancellationToken::new() };
+        let phases = lifecycle.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            phases.draining.cancel();
+            if !drain_period.is_zero() {
+                tracing::info!(?drain_period, "draining: /readyz answers 503, requests are still served");
+                tokio::time::sleep(drain_period).await;
+            }
+            tracing::info!("no longer accepting connections; finishing the requests in flight");
+            phases.stopping.cancel();
+        });
+        lifecycle
+    }
 }
 
 /// Open connections per client address; a slot is given back when its [`ConnectionSlot`] drops.
@@ -71,12 +106,13 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled.
+/// Serves `app` on `listener` until `lifecycle` stops, then waits for the requests in flight
+/// (at most the grace period).
 pub(crate) async fn serve(
     listener: TcpListener,
     app: impl IntoEndpoint<Endpoint: 'static>,
     limits: ServerLimits,
-    shutdown: CancellationToken,
+    lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
     let app: Arc<dyn poem::endpoint::DynEndpoint<Output = poem::Response>> =
         Arc::new(poem::endpoint::ToDynEndpoint(app.into_endpoint().map_to_response()));
@@ -85,7 +121,7 @@ pub(crate) async fn serve(
     let connections = TaskTracker::new();
     loop {
         let (socket, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = lifecycle.stopping.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -102,8 +138,10 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        connections.spawn(serve_connection(socket, local, peer, app.clone(), limits, shutdown.clone(), slot));
+        connections.spawn(serve_connection(socket, local, peer, app.clone(), limits, lifecycle.clone(), slot));
     }
+    // Refuse new connections now: left in the backlog they would wait, then be reset.
+    drop(listener);
     connections.close();
     if tokio::time::timeout(limits.shutdown_grace, connections.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over with requests still in flight");
@@ -117,11 +155,13 @@ async fn serve_connection(
     peer: SocketAddr,
     app: Arc<dyn poem::endpoint::DynEndpoint<Output = poem::Response>>,
     limits: ServerLimits,
-    shutdown: CancellationToken,
+    lifecycle: Lifecycle,
     _slot: ConnectionSlot,
 ) {
+    let draining = lifecycle.draining.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let app = app.clone();
+        let draining = draining.clone();
         async move {
             let request: poem::Request = (
                 request,
@@ -130,9 +170,12 @@ async fn serve_connection(
                 poem::http::uri::Scheme::HTTP,
             )
                 .into();
-            Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(
-                app.get_response(request).await,
-            ))
+            let mut response = app.get_response(request).await;
+            if draining.is_cancelled() {
+                // hyper closes the connection after a response that says so.
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(response))
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -142,7 +185,7 @@ async fn serve_connection(
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,
-        () = shutdown.cancelled() => {}
+        () = lifecycle.stopping.cancelled() => {}
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;

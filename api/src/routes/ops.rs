@@ -29,13 +29,15 @@ struct Liveness {
     status: String,
 }
 
-/// Whether each dependency answered.
+/// Whether this replica takes traffic: `ready`, `not_ready` (a dependency did not answer) or
+/// `draining` (shutting down: still serving, but to be taken out of rotation; the dependencies
+/// are not checked then).
 #[derive(Object)]
 #[oai(skip_serializing_if_is_none)]
 struct Readiness {
     status: String,
-    postgres: String,
-    redis: String,
+    postgres: Option<String>,
+    redis: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -43,7 +45,8 @@ enum ReadyResponse {
     /// Postgres and Redis both answered.
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// A dependency is unreachable; take this replica out of rotation.
+    /// A dependency is unreachable, or the replica is draining (SIGTERM received); take it out
+    /// of rotation.
     #[oai(status = 503)]
     NotReady(Json<Readiness>),
 }
@@ -72,9 +75,14 @@ impl OpsApi {
         Json(Liveness { status: "ok".into() })
     }
 
-    /// Readiness: Postgres and Redis are reachable (503 otherwise).
+    /// Readiness: Postgres and Redis are reachable (503 otherwise), and the replica is not
+    /// draining: from SIGTERM on it answers 503 for `LEVELUP_DRAIN_SECS` while still serving
+    /// everything else, so load balancers stop routing to it before it stops accepting.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self) -> ReadyResponse {
+        if self.state.draining.is_cancelled() {
+            return ReadyResponse::NotReady(Json(Readiness { status: "draining".into(), postgres: None, redis: None }));
+        }
         let (postgres, redis) = tokio::join!(db::ping(&self.state.db, PROBE_TIMEOUT), self.ping_redis());
         let describe = |result: &anyhow::Result<()>| match result {
             Ok(()) => "ok".to_owned(),
@@ -86,8 +94,8 @@ impl OpsApi {
         let ready = postgres.is_ok() && redis.is_ok();
         let body = Readiness {
             status: if ready { "ready" } else { "not_ready" }.into(),
-            postgres: describe(&postgres),
-            redis: describe(&redis),
+            postgres: Some(describe(&postgres)),
+            redis: Some(describe(&redis)),
         };
         if ready { ReadyResponse::Ready(Json(body)) } else { ReadyResponse::NotReady(Json(body)) }
     }
