@@ -241,3 +241,39 @@ async fn test_sends_refuse_bad_addresses_unknown_ids_and_more_than_the_limit() {
     assert_eq!(rows, 2);
     api.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_is_tried_once_a_second_job_does_nothing_and_an_abandoned_one_fails() {
+    let (mut env, _outbox) = TestEnv::with_outbox().await;
+    env.set("LEVELUP_CLAIM_TIMEOUT_SECS", "11");
+    let pool = &env.db.pool;
+    fixtures::challenges(pool, 1, 1).await;
+    let api = spawn_api(env.config());
+    let admin = api.admin();
+    let challenge = first_challenge_of(&admin, 1).await;
+    let queued: TestSend = expect_json(admin.test_send_raw(challenge, &json!({"to": "ops@example.com"})).await).await;
+    // A worker that took it and died mid-send, long ago.
+    let claimed = levelup_common::db::test_sends::claim(pool, queued.id, "dead-worker").await.unwrap();
+    assert!(claimed.is_some_and(|c| c.to_address == "ops@example.com" && c.subscriber_id.is_none()));
+    assert!(
+        levelup_common::db::test_sends::claim(pool, queued.id, "another-worker").await.unwrap().is_none(),
+        "a second job for it does nothing"
+    );
+    sqlx::query("UPDATE test_sends SET claimed_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(queued.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let fleet = env.in_process_fleet();
+    let failed = wait_until("the abandoned test send to fail", Duration::from_secs(30), || {
+        fleet.assert_running();
+        let admin = admin.clone();
+        let status_url = queued.status_url.clone();
+        async move { Some(admin.test_send_at(&status_url).await).filter(|t| t.state == "failed") }
+    })
+    .await;
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("may or may not have gone out")), "{failed:?}");
+    assert_eq!(failed.message_id, None);
+    fleet.stop().await;
+    api.stop().await.unwrap();
+}
