@@ -184,7 +184,7 @@ impl From<TestSend> for TestSendView {
 crate::http::error::status!(
     /// Too many test sends.
     TestSendsLimited = 429,
-    "This operator sent LEVELUP_TEST_SENDS_PER_MINUTE test sends within the last minute; retry after Retry-After.",
+    "This operator sent LEVELUP_TEST_SENDS_PER_MINUTE test sends within the last minute (or this client sends too fast); retry after Retry-After.",
     retry_after = true
 );
 
