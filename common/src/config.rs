@@ -151,6 +151,8 @@ pub struct Config {
     /// Webhook requests per second per client address, and the burst allowed.
     pub webhook_rate_per_second: u32,
     pub webhook_burst: u32,
+    /// Test sends per operator per minute (`POST /v1/admin/challenges/{id}/test-send`).
+    pub test_sends_per_minute: i64,
     pub shopify: Option<ShopifyConfig>,
     pub sync: SyncConfig,
     /// Shopify app secret that signs webhooks (`None`: the webhook endpoint is disabled).
@@ -292,6 +294,7 @@ impl Config {
             api_max_connections_per_client: env.parse("LEVELUP_API_MAX_CONNECTIONS_PER_CLIENT", 64, positive)?,
             webhook_rate_per_second: env.parse("LEVELUP_WEBHOOK_RATE_PER_SECOND", 50, positive)?,
             webhook_burst: env.parse("LEVELUP_WEBHOOK_BURST", 200, positive)?,
+            test_sends_per_minute: env.parse("LEVELUP_TEST_SENDS_PER_MINUTE", 5, |v: &i64| (1..=1000).contains(v))?,
             shopify_webhook_secret: env.optional_secret("LEVELUP_SHOPIFY_WEBHOOK_SECRET", 8)?,
             shopify_shop_domain: env.shopify_shop_domain()?,
             sns_trusted_prefixes: env

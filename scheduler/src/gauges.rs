@@ -22,7 +22,7 @@ pub(crate) async fn export(
     config: &Config,
     runs: &[IsoWeek],
 ) -> anyhow::Result<()> {
-    for q in [Queue::Email, Queue::ShopifySync] {
+    for q in [Queue::Email, Queue::ShopifySync, Queue::TestSend] {
         let depth = queue::depth(q, config, redis).await?;
         for (state, value) in [("waiting", depth.waiting), ("scheduled", depth.scheduled), ("inflight", depth.inflight)]
         {

@@ -7,7 +7,9 @@
 //! 2. for each unfinished run, takes the run's lease if free and advances it: fan-out pages,
 //!    then feeding the queue window, then completion.
 //!
-//! 3. when a Shopify store is configured: starts the daily full sync when its cron fires (once,
+//! 3. pushes operators' test sends (rows the API inserted), and fails those whose worker died
+//!    during the send;
+//! 4. when a Shopify store is configured: starts the daily full sync when its cron fires (once,
 //!    whichever replica sees it first), pushes sync pages nobody pushed yet (syncs started by the
 //!    API) or whose job was lost, and pushes pending unsubscribe write-backs.
 //!
@@ -26,7 +28,7 @@ use levelup_common::{
     db::weekly_runs::{self, FanOutPage, Push},
     domain::{IsoWeek, RunStatus},
     jobs::queue,
-    jobs::{SendChallengeEmail, ShopifyJob},
+    jobs::{SendChallengeEmail, SendTestEmail, ShopifyJob},
     runtime::redis_conn,
     runtime::shutdown::CancellationToken,
 };
@@ -41,6 +43,7 @@ pub struct Scheduler {
     pool: PgPool,
     storage: EmailStorage,
     sync_storage: apalis_redis::RedisStorage<ShopifyJob>,
+    test_send_storage: apalis_redis::RedisStorage<SendTestEmail>,
     redis: apalis_redis::ConnectionManager,
     last_worker_sweep: Option<std::time::Instant>,
     last_gauges: Option<std::time::Instant>,
@@ -93,6 +96,7 @@ impl Scheduler {
             pool,
             storage: queue::email_storage(&config, redis.clone()),
             sync_storage: queue::sync_storage(&config, redis.clone()),
+            test_send_storage: queue::test_send_storage(&config, redis.clone()),
             redis,
             last_worker_sweep: None,
             last_gauges: None,
@@ -117,6 +121,9 @@ impl Scheduler {
         levelup_common::db::idempotency_keys::delete_expired(&self.pool).await?;
         if let Err(err) = self.sweep_queues().await {
             tracing::warn!(error = %format!("{err:#}"), "queue sweep failed");
+        }
+        if let Err(err) = self.test_send_tick().await {
+            tracing::error!(error = %format!("{err:#}"), "test send tick failed");
         }
         if self.config.shopify.is_some()
             && let Err(err) = self.shopify_tick().await
@@ -315,7 +322,11 @@ impl Scheduler {
     /// Removes what finished jobs leave in Redis (see `queue::sweep_finished`), every tick, and
     /// the metadata of departed worker processes, once a minute.
     async fn sweep_queues(&mut self) -> anyhow::Result<()> {
-        let queues = [queue::email_queue_config(&self.config), queue::sync_queue_config(&self.config)];
+        let queues = [
+            queue::email_queue_config(&self.config),
+            queue::sync_queue_config(&self.config),
+            queue::test_send_queue_config(&self.config),
+        ];
         for config in &queues {
             let swept = queue::sweep_finished(config, &mut self.redis).await.context("sweeping finished jobs")?;
             if swept > 0 {
@@ -349,6 +360,22 @@ impl Scheduler {
         if !jobs.is_empty() {
             tracing::debug!(pages = pages.len(), writebacks = writebacks.len(), "fed the Shopify sync queue");
             self.sync_storage.push_bulk(jobs).await.map_err(|e| anyhow::anyhow!("pushing Shopify jobs: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the test sends operators queued (and those whose job was lost), and fails the ones
+    /// whose worker died during the send (they may have gone out: never sent twice).
+    async fn test_send_tick(&mut self) -> anyhow::Result<()> {
+        let abandoned = db::test_sends::fail_abandoned(&self.pool, self.config.claim_timeout).await?;
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "test sends failed: their worker stopped during the send");
+        }
+        let due = db::test_sends::to_push(&self.pool, self.config.repush_after, 100).await?;
+        if !due.is_empty() {
+            let jobs: Vec<SendTestEmail> = due.iter().map(|&test_send_id| SendTestEmail { test_send_id }).collect();
+            self.test_send_storage.push_bulk(jobs).await.map_err(|e| anyhow::anyhow!("pushing test sends: {e}"))?;
+            tracing::debug!(pushed = due.len(), "fed the test send queue");
         }
         Ok(())
     }

@@ -210,6 +210,45 @@ pub struct Writeback {
     pub done_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A challenge's email as the preview renders it (`EmailPreview`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailPreview {
+    pub challenge_id: i64,
+    pub subscriber_id: Option<i64>,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub headers: Vec<PreviewHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviewHeader {
+    pub name: String,
+    pub value: String,
+}
+
+impl EmailPreview {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    }
+}
+
+/// A test send (`TestSendView`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestSend {
+    pub id: i64,
+    pub status_url: String,
+    pub challenge_id: i64,
+    pub subscriber_id: Option<i64>,
+    pub to: String,
+    /// `queued`, `sending`, `sent` or `failed`.
+    pub state: String,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
+}
+
 // ---------------------------------------------------------------- the operator
 
 /// The operator's side of the API: every request carries the admin key as a bearer token
@@ -398,6 +437,33 @@ impl AdminClient {
 
     pub async fn challenges_raw(&self, query: &[(&str, &str)]) -> Response {
         send(self.get("/v1/admin/challenges").query(query)).await
+    }
+
+    /// `POST /v1/admin/challenges/{id}/preview` with `body` (`{"subscriber_id"?, "email"?}`), or
+    /// none at all.
+    pub async fn preview_raw(&self, challenge_id: i64, body: Option<&Value>) -> Response {
+        let request = self.post(&format!("/v1/admin/challenges/{challenge_id}/preview"));
+        send(match body {
+            Some(body) => request.json(body),
+            None => request,
+        })
+        .await
+    }
+
+    /// The challenge's email for `subscriber_id` (or the sample subscriber).
+    pub async fn preview(&self, challenge_id: i64, subscriber_id: Option<i64>) -> EmailPreview {
+        let body = subscriber_id.map(|id| json!({ "subscriber_id": id }));
+        expect_json(self.preview_raw(challenge_id, body.as_ref()).await).await
+    }
+
+    /// `POST /v1/admin/challenges/{id}/test-send` with any body (`{"to", "subscriber_id"?}`).
+    pub async fn test_send_raw(&self, challenge_id: i64, body: &Value) -> Response {
+        send(self.post(&format!("/v1/admin/challenges/{challenge_id}/test-send")).json(body)).await
+    }
+
+    /// `GET` a test send at its `status_url`.
+    pub async fn test_send_at(&self, status_url: &str) -> TestSend {
+        expect_json(send(self.get(status_url)).await).await
     }
 
     // Subscribers.

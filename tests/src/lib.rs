@@ -179,6 +179,52 @@ pub struct TempOutbox {
     pub path: std::path::PathBuf,
 }
 
+/// A message of the outbox, read back with a MIME parser (parts decoded, line breaks as `\n`).
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Every header, name and value as written (values without the space after the colon).
+    pub headers: Vec<(String, String)>,
+}
+
+impl OutboxMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl TempOutbox {
+    /// The names of the messages written so far (`delivery-<id>.eml`, `test-send-<id>.eml`).
+    pub fn file_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else { return Vec::new() };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".eml"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The message in `file_name`, if it has been written.
+    pub fn read(&self, file_name: &str) -> Option<OutboxMessage> {
+        let raw = std::fs::read(self.path.join(file_name)).ok()?;
+        let message = mail_parser::MessageParser::default().parse(&raw).expect("the outbox writes MIME messages");
+        let lf = |text: &str| text.replace("\r\n", "\n");
+        let headers =
+            message.headers_raw().map(|(name, value)| (name.to_owned(), value.trim().replace("\r\n", ""))).collect();
+        Some(OutboxMessage {
+            to: message.to().and_then(|to| to.first()).and_then(|a| a.address()).unwrap_or_default().to_owned(),
+            subject: message.subject().unwrap_or_default().to_owned(),
+            text: lf(&message.body_text(0).expect("a text part")),
+            html: lf(&message.body_html(0).expect("an HTML part")),
+            headers,
+        })
+    }
+}
+
 impl Drop for TempOutbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);

@@ -233,10 +233,17 @@ async fn finished_jobs_leave_nothing_behind_in_redis_run_after_run() {
     let _scheduler = ChildProcess::spawn("levelup-scheduler", &[], &env.vars);
     let config = env.config();
     let conn = redis_conn::connect(&config).await.unwrap();
-    let workers_set = queue::email_queue_config(&config).workers_set();
+    // Each worker process registers on the email queue and on the test-send queue.
+    let workers_sets =
+        [queue::email_queue_config(&config).workers_set(), queue::test_send_queue_config(&config).workers_set()];
     wait_until("the workers to register", Duration::from_secs(60), || async {
-        let registered: u64 = redis::cmd("ZCARD").arg(&workers_set).query_async(&mut conn.clone()).await.unwrap();
-        (registered == 3).then_some(())
+        for workers_set in &workers_sets {
+            let registered: u64 = redis::cmd("ZCARD").arg(workers_set).query_async(&mut conn.clone()).await.unwrap();
+            if registered != 3 {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
     let (keys_before, bytes_before) = namespace_footprint(&env).await;

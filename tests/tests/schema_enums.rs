@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use levelup_common::domain::states::{
     DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunAction, RunStatus, SubscriberStatus,
-    SuppressionReason, SyncMode, SyncStatus, WebhookSource, WritebackState,
+    SuppressionReason, SyncMode, SyncStatus, TestSendState, WebhookSource, WritebackState,
 };
 use levelup_tests::TestDb;
 
@@ -30,6 +30,7 @@ fn enums() -> Vec<(&'static str, &'static str, &'static str, BTreeSet<String>)> 
         ("LevelChangeReason", "level_history", "reason", names(LevelChangeReason::ALL, LevelChangeReason::as_str)),
         ("WebhookSource", "received_webhooks", "source", names(WebhookSource::ALL, WebhookSource::as_str)),
         ("DeadLetterQueue", "dead_letters", "queue", names(DeadLetterQueue::ALL, DeadLetterQueue::as_str)),
+        ("TestSendState", "test_sends", "state", names(TestSendState::ALL, TestSendState::as_str)),
     ]
 }
 

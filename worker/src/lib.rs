@@ -1,12 +1,14 @@
-//! The worker: consumes the email queue and, when a Shopify store is configured, the Shopify sync
-//! queue, with apalis; each queue has its own concurrency (bulkhead). The plumbing every job
-//! shares (tracked task, span, metric, graceful shutdown) is `levelup_common::jobs::runner`.
+//! The worker: consumes the email queue, the operators' test-send queue and, when a Shopify store
+//! is configured, the Shopify sync queue, with apalis; each queue has its own concurrency
+//! (bulkhead). The plumbing every job shares (tracked task, span, metric, graceful shutdown) is
+//! `levelup_common::jobs::runner`.
 //!
 //! Each process has a unique worker name; several run side by side sharing one Redis and one
 //! Postgres. A job is safe to run twice: the delivery ledger decides whether to send.
 
 pub mod send_email;
 pub mod shopify_sync;
+pub mod test_send;
 
 use levelup_common::{
     Config, db, jobs::runner::Workers, mail, runtime::redis_conn, runtime::shutdown::CancellationToken,
@@ -14,6 +16,7 @@ use levelup_common::{
 
 pub use send_email::{Outcome, SendEmail};
 pub use shopify_sync::{ShopifySync, SyncOutcome};
+pub use test_send::{TestSend, TestSendOutcome};
 
 /// Runs until `shutdown` is cancelled (then finishes in-flight jobs) or the queue backend fails
 /// (then returns the error, so the process exits non-zero and its supervisor restarts it).
@@ -23,7 +26,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let transport = mail::transport_from_config(&config).await?;
     tracing::info!(worker = %config.worker_name, transport = transport.name(), "worker started");
     let mut workers = Workers::new(&config, redis.clone(), shutdown);
-    workers.add(SendEmail::new(&config, pool.clone(), redis.clone(), transport));
+    let send_email = SendEmail::new(&config, pool.clone(), redis.clone(), transport);
+    workers.add(TestSend::new(&send_email));
+    workers.add(send_email);
     if let Some(shopify) = config.shopify.clone() {
         workers.add(ShopifySync::new(&config, shopify, pool, redis)?);
     }

@@ -11,12 +11,12 @@ use std::{sync::Arc, time::Duration};
 use levelup_common::{
     Config,
     db::deliveries::{self, Attempt, Claim, ClaimedDelivery, Retry, SendOutcome, Unsent},
-    domain::tokens::{Purpose, TokenSigner},
+    domain::tokens::TokenSigner,
     domain::{DeliveryKind, SubscriberStatus},
     jobs::{self, Job, JobError, SendChallengeEmail},
     mail::{
-        MailTransport, OutgoingEmail, SendError,
-        render::{self, EmailBody, Links},
+        MailRef, MailTransport, OutgoingEmail, SendError,
+        render::{self, EmailBody, LinkTokens, Recipient},
     },
     resilience::{
         breaker::{CircuitBreaker, Permit},
@@ -260,24 +260,10 @@ impl SendEmail {
             (DeliveryKind::Challenge, ..) => return Err("delivery has no challenge to send".into()),
         };
         let now = chrono::Utc::now().timestamp();
-        let access = self
-            .signer
-            .issue(claimed.subscriber_id, Purpose::Access, now + self.config.token_ttl.as_secs() as i64)
-            .map_err(|e| e.to_string())?;
-        // Unsubscribe links must keep working long after the email was sent.
-        let unsubscribe = self
-            .signer
-            .issue(claimed.subscriber_id, Purpose::Unsubscribe, now + 5 * 365 * 24 * 3600)
-            .map_err(|e| e.to_string())?;
-        let links = Links::new(&self.config.public_base_url, &body, &access, &unsubscribe);
-        Ok(render::render(
-            &self.config.mail_from,
-            &claimed.email,
-            claimed.first_name.as_deref(),
-            &body,
-            &links,
-            claimed.id,
-        ))
+        let tokens =
+            LinkTokens::signed(&self.config, &self.signer, claimed.subscriber_id, now).map_err(|e| e.to_string())?;
+        let recipient = Recipient { to: &claimed.email, first_name: claimed.first_name.as_deref() };
+        Ok(render::weekly_email(&self.config, &recipient, &body, &tokens, MailRef::Delivery(claimed.id)))
     }
 }
 

@@ -15,6 +15,14 @@ use crate::AppState;
 #[oai(ty = "bearer", checker = "admin_key_checker")]
 pub(crate) struct AdminKey(());
 
+impl AdminKey {
+    /// The operator this credential names, for audit logs and per-operator limits. There is one
+    /// admin key, so one operator, `admin`; with several keys this would name the key.
+    pub(crate) fn operator(&self) -> &'static str {
+        "admin"
+    }
+}
+
 async fn admin_key_checker(req: &Request, bearer: Bearer) -> Option<()> {
     let state = req.data::<AppState>()?;
     state.config.admin_api_key_matches(&bearer.token).then_some(())

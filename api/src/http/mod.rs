@@ -9,6 +9,7 @@ pub(crate) mod guard;
 pub(crate) mod idempotency;
 pub(crate) mod json_string;
 pub(crate) mod metrics;
+pub(crate) mod optional_json;
 pub(crate) mod problem;
 pub(crate) mod protocol;
 pub(crate) mod raw_body;

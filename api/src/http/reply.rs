@@ -28,6 +28,14 @@ impl<T: ToJSON + Send + Sync> CreatedOrExisting<T> {
     }
 }
 
+/// `202 Accepted`: queued for a worker, which carries it out.
+#[derive(ApiResponse)]
+pub enum Accepted<T: ToJSON + Send + Sync> {
+    /// Accepted: a worker carries it out; follow it at the resource's `status_url`.
+    #[oai(status = 202)]
+    Accepted(Json<T>),
+}
+
 /// `202 Accepted`: work started in the background; or `200` with the one already under way.
 #[derive(ApiResponse)]
 pub enum AcceptedOrExisting<T: ToJSON + Send + Sync> {

@@ -17,6 +17,7 @@ pub mod shopify_webhooks;
 pub mod shopify_writebacks;
 pub mod subscriber_admin;
 pub mod subscribers;
+pub mod test_sends;
 pub mod weekly_runs;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
 
-use crate::domain::{DeliveryKind, DeliveryState, IsoWeek, SubscriberStatus};
+use crate::domain::{DeliveryKind, DeliveryState, EmailAddress, IsoWeek, SubscriberStatus};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct SubscriberRow {
@@ -36,6 +36,23 @@ pub async fn list(
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+const SUBSCRIBER_COLUMNS: &str = "id, email, first_name, status, level, shopify_customer_id, created_at";
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<SubscriberRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The subscriber with this address (case-insensitively, as addresses are unique).
+pub async fn by_email(pool: &PgPool, email: &EmailAddress) -> sqlx::Result<Option<SubscriberRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE lower(email) = $1")))
+        .bind(email.lowercase())
+        .fetch_optional(pool)
+        .await
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

@@ -18,7 +18,7 @@ pub use level::Level;
 pub use ses_event::SesEvent;
 pub use states::{
     DeadLetterQueue, DeliveryKind, DeliveryState, LevelChangeReason, RunAction, RunStatus, SubscriberStatus,
-    SuppressionReason, SyncMode, SyncStatus, WebhookSource, WritebackState,
+    SuppressionReason, SyncMode, SyncStatus, TestSendState, WebhookSource, WritebackState,
 };
 pub use text::{has_control_characters, one_line};
 

@@ -164,6 +164,17 @@ text_enum! {
 }
 
 text_enum! {
+    /// `test_sends.state`: `queued → sending → sent | failed`. A test send is tried once: a
+    /// failure is final, and the operator sends another.
+    TestSendState {
+        Queued => "queued",
+        Sending => "sending",
+        Sent => "sent",
+        Failed => "failed",
+    }
+}
+
+text_enum! {
     /// `suppressions.reason`: why we never mail an address.
     SuppressionReason {
         Bounce => "bounce",

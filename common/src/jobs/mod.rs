@@ -30,7 +30,13 @@ pub enum Queue {
     Email,
     /// Shopify sync pages and write-backs ([`ShopifyJob`]).
     ShopifySync,
+    /// Operators' test sends ([`SendTestEmail`]): a queue of their own, so a test send never
+    /// waits behind a weekly run's window, and a run never shares its slots.
+    TestSend,
 }
+
+/// Test sends one worker process runs at once: a few a minute per operator.
+const TEST_SEND_CONCURRENCY: usize = 2;
 
 impl Queue {
     /// The queue's name: the suffix of its apalis-redis namespace and of its worker's name.
@@ -38,6 +44,7 @@ impl Queue {
         match self {
             Queue::Email => "email",
             Queue::ShopifySync => "shopify-sync",
+            Queue::TestSend => "test-send",
         }
     }
 
@@ -47,11 +54,12 @@ impl Queue {
     }
 
     /// Jobs of this queue in flight per worker process (`LEVELUP_EMAIL_CONCURRENCY`,
-    /// `LEVELUP_SYNC_CONCURRENCY`).
+    /// `LEVELUP_SYNC_CONCURRENCY`; test sends: 2).
     pub fn concurrency(self, config: &Config) -> usize {
         match self {
             Queue::Email => config.email_concurrency,
             Queue::ShopifySync => config.sync_concurrency,
+            Queue::TestSend => TEST_SEND_CONCURRENCY,
         }
     }
 
@@ -60,6 +68,7 @@ impl Queue {
         match self {
             Queue::Email => "levelup_email_jobs_total",
             Queue::ShopifySync => "levelup_shopify_jobs_total",
+            Queue::TestSend => "levelup_test_send_jobs_total",
         }
     }
 }
@@ -143,6 +152,16 @@ impl Payload for SendChallengeEmail {
     const QUEUE: Queue = Queue::Email;
 }
 
+/// Send an operator's test send: the `test_sends` row says what and to whom. Never a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTestEmail {
+    pub test_send_id: i64,
+}
+
+impl Payload for SendTestEmail {
+    const QUEUE: Queue = Queue::TestSend;
+}
+
 /// Work on the Shopify sync queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -175,6 +194,7 @@ mod tests {
             (Queue::ShopifySync.name(), Queue::ShopifySync.metric()),
             ("shopify-sync", "levelup_shopify_jobs_total")
         );
+        assert_eq!((Queue::TestSend.name(), Queue::TestSend.metric()), ("test-send", "levelup_test_send_jobs_total"));
         assert_eq!(SendChallengeEmail { delivery_id: 1 }.kind(), None);
         assert_eq!(ShopifyJob::WriteBack { writeback_id: 1 }.kind(), Some("write_back"));
     }

@@ -7,7 +7,7 @@ use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisStorage};
 
 use crate::{
     Config,
-    jobs::{Payload, Queue, SendChallengeEmail, ShopifyJob},
+    jobs::{Payload, Queue, SendChallengeEmail, SendTestEmail, ShopifyJob},
 };
 
 /// How often an idle worker looks for new jobs, renews its leases and re-enqueues the jobs of
@@ -43,6 +43,14 @@ pub fn sync_queue_config(config: &Config) -> QueueConfig {
 }
 
 pub fn sync_storage(config: &Config, conn: ConnectionManager) -> RedisStorage<ShopifyJob> {
+    storage(config, conn)
+}
+
+pub fn test_send_queue_config(config: &Config) -> QueueConfig {
+    queue_config(Queue::TestSend, config)
+}
+
+pub fn test_send_storage(config: &Config, conn: ConnectionManager) -> RedisStorage<SendTestEmail> {
     storage(config, conn)
 }
 

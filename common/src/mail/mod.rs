@@ -26,7 +26,36 @@ pub struct OutgoingEmail {
     /// Extra headers, e.g. `List-Unsubscribe`.
     pub headers: Vec<ListHeader>,
     /// Our own reference, carried to SES as a message tag and to the outbox file name.
-    pub delivery_id: i64,
+    pub reference: MailRef,
+}
+
+/// The record an email belongs to: a delivery of a run, or an operator's test send; a preview
+/// belongs to none (it is rendered, never sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailRef {
+    Delivery(i64),
+    TestSend(i64),
+    Preview,
+}
+
+impl MailRef {
+    /// The SES message tag: `delivery_id` or `test_send_id`, and the id.
+    pub fn tag(self) -> (&'static str, i64) {
+        match self {
+            Self::Delivery(id) => ("delivery_id", id),
+            Self::TestSend(id) => ("test_send_id", id),
+            Self::Preview => ("preview", 0),
+        }
+    }
+
+    /// The outbox file's name without its extension: `delivery-<id>` or `test-send-<id>`.
+    pub fn file_stem(self) -> String {
+        match self {
+            Self::Delivery(id) => format!("delivery-{id}"),
+            Self::TestSend(id) => format!("test-send-{id}"),
+            Self::Preview => "preview".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -71,6 +100,8 @@ pub enum ListHeader {
     /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058): the unsubscribe URL takes
     /// a `POST` with no further step.
     UnsubscribePost,
+    /// `X-LevelUp-Test: 1`: an operator's test send, not a delivery of a run.
+    Test,
 }
 
 impl ListHeader {
@@ -78,6 +109,7 @@ impl ListHeader {
         match self {
             Self::Unsubscribe(_) => "List-Unsubscribe",
             Self::UnsubscribePost => "List-Unsubscribe-Post",
+            Self::Test => "X-LevelUp-Test",
         }
     }
 
@@ -86,6 +118,7 @@ impl ListHeader {
         match self {
             Self::Unsubscribe(url) => ["<", url.as_str(), ">"].concat(),
             Self::UnsubscribePost => "List-Unsubscribe=One-Click".to_owned(),
+            Self::Test => "1".to_owned(),
         }
     }
 }

@@ -36,7 +36,9 @@ impl OutboxTransport {
         for header in &email.headers {
             builder = match header {
                 ListHeader::Unsubscribe(url) => builder.header(header.name(), URL::new(one_line(url.as_str()))),
-                ListHeader::UnsubscribePost => builder.header(header.name(), Raw::new(header.value())),
+                ListHeader::UnsubscribePost | ListHeader::Test => {
+                    builder.header(header.name(), Raw::new(header.value()))
+                }
             };
         }
         builder.write_to_string()
@@ -48,8 +50,9 @@ impl MailTransport for OutboxTransport {
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
         let message_id = format!("{}@outbox.levelup", uuid::Uuid::now_v7());
         let eml = Self::render_eml(email, &message_id).map_err(|e| SendError::Permanent { reason: e.to_string() })?;
-        let final_path = self.dir.join(format!("delivery-{}.eml", email.delivery_id));
-        let temp_path = self.dir.join(format!(".delivery-{}.eml.tmp", email.delivery_id));
+        let stem = email.reference.file_stem();
+        let final_path = self.dir.join(format!("{stem}.eml"));
+        let temp_path = self.dir.join(format!(".{stem}.eml.tmp"));
         // Write then rename, so a reader never sees half a message.
         tokio::fs::write(&temp_path, eml).await.map_err(|e| SendError::transient(format!("writing outbox: {e}")))?;
         tokio::fs::rename(&temp_path, &final_path)
@@ -66,15 +69,24 @@ impl MailTransport for OutboxTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::render::{EmailBody, Links, render};
+    use crate::mail::{
+        MailRef,
+        render::{EmailBody, Links, render},
+    };
 
     #[test]
     fn the_one_click_unsubscribe_headers_are_written_as_rfc_8058_asks() {
         let base = url::Url::parse("https://levelup.example/").unwrap();
         let body = EmailBody::QuestionnaireInvite;
         let links = Links::new(&base, &body, "A", "U");
-        let email =
-            render("LevelUp <a@levelup.example>", "x@y.example", Some("Ada\r\nBcc: t@evil.example"), &body, &links, 5);
+        let email = render(
+            "LevelUp <a@levelup.example>",
+            "x@y.example",
+            Some("Ada\r\nBcc: t@evil.example"),
+            &body,
+            &links,
+            MailRef::Delivery(5),
+        );
         let eml = OutboxTransport::render_eml(&email, "m@outbox.levelup").unwrap();
         assert!(eml.contains("\r\nList-Unsubscribe: <https://levelup.example/unsubscribe?token=U>\r\n"), "{eml}");
         assert!(eml.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{eml}");

@@ -1,16 +1,105 @@
 //! Rendering the weekly email: HTML and text parts with signed links, and the RFC 8058 one-click
 //! unsubscribe headers that Gmail and Yahoo require of bulk senders.
+//!
+//! [`weekly_email`] is the one way to build it: the worker's sends, the operator's preview and
+//! test sends all call it, so what an operator sees is what a subscriber gets.
+
+use std::time::Duration;
 
 use askama::Template;
 use url::Url;
 
-use super::{ListHeader, OutgoingEmail};
-use crate::domain::one_line;
+use super::{ListHeader, MailRef, OutgoingEmail};
+use crate::{
+    Config,
+    domain::{
+        one_line,
+        tokens::{Purpose, TokenError, TokenSigner},
+    },
+};
+
+/// How long an email's unsubscribe link works: long after the email was sent.
+pub const UNSUBSCRIBE_LINK_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+
+/// The token in the links of an email that must not act for anyone (a sample subscriber's, a test
+/// send's): the pages answer it with 401, like any invalid token.
+pub const INERT_TOKEN: &str = "sample-link-not-valid";
+
+/// The subject of a test send starts with this.
+pub const TEST_SUBJECT_PREFIX: &str = "[TEST] ";
+
+/// The sample subscriber of a preview or test send made without a real one.
+pub const SAMPLE_FIRST_NAME: &str = "Ada";
+pub const SAMPLE_ADDRESS: &str = "subscriber@example.com";
+
+/// Who the email goes to and how it greets them.
+pub struct Recipient<'a> {
+    pub to: &'a str,
+    pub first_name: Option<&'a str>,
+}
+
+/// The tokens an email's links carry.
+pub enum LinkTokens {
+    /// A subscriber's own signed tokens, as a run sends them.
+    Signed { access: String, unsubscribe: String },
+    /// [`INERT_TOKEN`]: links that open nothing.
+    Inert,
+}
+
+impl LinkTokens {
+    /// Subscriber `subscriber_id`'s tokens issued at `now` (unix seconds): access for
+    /// `LEVELUP_TOKEN_TTL_SECS`, unsubscribe for [`UNSUBSCRIBE_LINK_LIFETIME`].
+    pub fn signed(config: &Config, signer: &TokenSigner, subscriber_id: i64, now: i64) -> Result<Self, TokenError> {
+        let access = signer.issue(subscriber_id, Purpose::Access, now + config.token_ttl.as_secs() as i64)?;
+        let unsubscribe =
+            signer.issue(subscriber_id, Purpose::Unsubscribe, now + UNSUBSCRIBE_LINK_LIFETIME.as_secs() as i64)?;
+        Ok(Self::Signed { access, unsubscribe })
+    }
+}
+
+/// The weekly email, with links under `LEVELUP_PUBLIC_BASE_URL` from `LEVELUP_MAIL_FROM`.
+pub fn weekly_email(
+    config: &Config,
+    recipient: &Recipient<'_>,
+    body: &EmailBody<'_>,
+    tokens: &LinkTokens,
+    reference: MailRef,
+) -> OutgoingEmail {
+    let (access, unsubscribe) = match tokens {
+        LinkTokens::Signed { access, unsubscribe } => (access.as_str(), unsubscribe.as_str()),
+        LinkTokens::Inert => (INERT_TOKEN, INERT_TOKEN),
+    };
+    let links = Links::new(&config.public_base_url, body, access, unsubscribe);
+    render(&config.mail_from, recipient.to, recipient.first_name, body, &links, reference)
+}
+
+/// Marks `email` as an operator's test send, so nobody takes it for a delivery of a run:
+/// [`TEST_SUBJECT_PREFIX`] before the subject and `X-LevelUp-Test: 1`.
+pub fn mark_as_test(mut email: OutgoingEmail) -> OutgoingEmail {
+    email.subject = [TEST_SUBJECT_PREFIX, &email.subject].concat();
+    email.headers.push(ListHeader::Test);
+    email
+}
 
 /// What the email is about.
 pub enum EmailBody<'a> {
     Challenge { challenge_id: i64, level: i16, title: &'a str, body: &'a str },
     QuestionnaireInvite,
+}
+
+impl<'a> EmailBody<'a> {
+    /// A challenge's email for a subscriber at `subscriber_level`: the email names the
+    /// subscriber's level, as a run's does (their challenges are of their level); a subscriber
+    /// without one (and the sample subscriber) sees the challenge's.
+    pub fn challenge(
+        challenge_id: i64,
+        challenge_level: i16,
+        subscriber_level: Option<i16>,
+        title: &'a str,
+        body: &'a str,
+    ) -> Self {
+        Self::Challenge { challenge_id, level: subscriber_level.unwrap_or(challenge_level), title, body }
+    }
 }
 
 /// Links carried by the email, already signed.
@@ -111,7 +200,7 @@ pub fn render(
     first_name: Option<&str>,
     body: &EmailBody<'_>,
     links: &Links,
-    delivery_id: i64,
+    reference: MailRef,
 ) -> OutgoingEmail {
     let first_name = first_name.map(one_line);
     let first_name = first_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
@@ -139,7 +228,7 @@ pub fn render(
         text,
         html,
         headers: vec![ListHeader::Unsubscribe(links.unsubscribe.clone()), ListHeader::UnsubscribePost],
-        delivery_id,
+        reference,
     }
 }
 
@@ -152,7 +241,8 @@ mod tests {
         let base = Url::parse("https://levelup.example/").unwrap();
         let body = EmailBody::Challenge { challenge_id: 9, level: 2, title: "Tags <b>", body: "Do & done" };
         let links = Links::new(&base, &body, "ACCESS", "UNSUB");
-        let email = render("LevelUp <a@levelup.example>", "x@y.example", Some("Ada"), &body, &links, 5);
+        let email =
+            render("LevelUp <a@levelup.example>", "x@y.example", Some("Ada"), &body, &links, MailRef::Delivery(5));
         assert!(email.text.contains("https://levelup.example/challenge/9?token=ACCESS"));
         assert!(email.html.contains("Tags &#60;b&#62;") && email.html.contains("Do &#38; done"));
         assert!(email.html.contains("https://levelup.example/unsubscribe?token=UNSUB"));
@@ -169,9 +259,29 @@ mod tests {
         let base = Url::parse("https://levelup.example/").unwrap();
         let body = EmailBody::Challenge { challenge_id: 9, level: 2, title: "X\r\nBcc: t@evil.example", body: "b" };
         let links = Links::new(&base, &body, "A", "U");
-        let email = render("a@levelup.example", "x@y.example", Some("Ada\r\nP.S. click"), &body, &links, 5);
+        let email =
+            render("a@levelup.example", "x@y.example", Some("Ada\r\nP.S. click"), &body, &links, MailRef::Delivery(5));
         assert_eq!(email.subject, "Your weekly challenge: X  Bcc: t@evil.example");
         assert!(email.text.starts_with("Hi Ada  P.S. click,\n"), "{}", email.text);
+    }
+
+    #[test]
+    fn a_test_send_is_the_weekly_email_marked_with_inert_links() {
+        let config = crate::Config::from_lookup(|name| {
+            (name == "LEVELUP_PUBLIC_BASE_URL").then(|| "https://levelup.example/app/".to_owned())
+        })
+        .unwrap();
+        let body = EmailBody::challenge(7, 1, Some(2), "FizzBuzz", "Print 1 to 100.");
+        let recipient = Recipient { to: "ops@example.com", first_name: Some("Ada") };
+        let weekly = weekly_email(&config, &recipient, &body, &LinkTokens::Inert, MailRef::TestSend(3));
+        let test = mark_as_test(weekly.clone());
+        assert_eq!(test.subject, "[TEST] Your weekly challenge: FizzBuzz");
+        assert_eq!((test.text.as_str(), test.html.as_str()), (weekly.text.as_str(), weekly.html.as_str()));
+        assert!(test.text.contains("this week's level 2 challenge"), "the subscriber's level: {}", test.text);
+        assert!(test.text.contains("https://levelup.example/app/unsubscribe?token=sample-link-not-valid"));
+        let headers: Vec<(&str, String)> = test.headers.iter().map(|h| (h.name(), h.value())).collect();
+        assert!(headers.contains(&("X-LevelUp-Test", "1".to_owned())), "{headers:?}");
+        assert_eq!(weekly.headers.len() + 1, test.headers.len());
     }
 
     // Snapshots of every email, from fixed data. `hostile` values show the escaping: markup and
@@ -190,7 +300,14 @@ mod tests {
     fn email(first_name: Option<&str>, body: &EmailBody<'_>) -> OutgoingEmail {
         let base = Url::parse("https://levelup.example/app/").unwrap();
         let links = Links::new(&base, body, "v1.k1.ACCESS.mac", "v1.k1.UNSUB.mac");
-        render("LevelUp <challenges@levelup.example>", "ada@example.com", first_name, body, &links, 42)
+        render(
+            "LevelUp <challenges@levelup.example>",
+            "ada@example.com",
+            first_name,
+            body,
+            &links,
+            MailRef::Delivery(42),
+        )
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl SesTransport {
 
 #[async_trait::async_trait]
 impl MailTransport for SesTransport {
-    #[tracing::instrument(skip_all, fields(delivery_id = email.delivery_id))]
+    #[tracing::instrument(skip_all, fields(reference = ?email.reference))]
     async fn send(&self, email: &OutgoingEmail) -> Result<String, SendError> {
         let permanent = |e: aws_sdk_sesv2::error::BuildError| SendError::Permanent { reason: e.to_string() };
         // Header values are made one line here (SES builds the MIME message from them), so no
@@ -53,11 +53,8 @@ impl MailTransport for SesTransport {
             let header = MessageHeader::builder().name(header.name()).value(one_line(&header.value()));
             message = message.headers(header.build().map_err(permanent)?);
         }
-        let tag = MessageTag::builder()
-            .name("delivery_id")
-            .value(email.delivery_id.to_string())
-            .build()
-            .map_err(permanent)?;
+        let (tag_name, id) = email.reference.tag();
+        let tag = MessageTag::builder().name(tag_name).value(id.to_string()).build().map_err(permanent)?;
         let result = self
             .client
             .send_email()
