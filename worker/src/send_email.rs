@@ -27,7 +27,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 /// Longest a job waits in-process for its rate-limit slot before giving its place back.
-const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
 
 /// The job and its context: what sending needs, shared by every run in the process.
 pub struct SendEmail {

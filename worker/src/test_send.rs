@@ -8,7 +8,7 @@
 //! towards the fleet's health like any send: a transient error opens the breaker as surely, and a
 //! throttling answer slows the fleet down.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use levelup_common::{
     Config,
@@ -27,8 +27,8 @@ use sqlx::PgPool;
 
 use crate::SendEmail;
 
-/// Longest a test send waits for its rate-limit slot (as long as a weekly email would).
-const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
+/// A test send waits for its rate-limit slot as long as a weekly email would.
+use crate::send_email::MAX_RATE_WAIT;
 
 /// The job and its context. Shares the transport, breaker and rate limiter of [`SendEmail`]: one
 /// fleet, one SES quota.

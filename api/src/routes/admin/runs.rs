@@ -390,8 +390,9 @@ impl AdminRunsApi {
             RunAction::Resumed => weekly_runs::resume(&self.state.db, week, by, reason).await?,
         };
         if applied {
-            metrics::counter!("levelup_run_pauses_total", "by" => "operator")
-                .increment(u64::from(action == RunAction::Paused));
+            if action == RunAction::Paused {
+                metrics::counter!("levelup_run_pauses_total", "by" => "operator").increment(1);
+            }
             tracing::info!(target: "audit", %week, action = action.as_str(), actor = by, reason, "run {action} by an operator");
         }
         let view = self.view(week).await?.ok_or(sqlx::Error::RowNotFound).map_err(|err| ApiError::internal(&err))?;
